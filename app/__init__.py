@@ -1,0 +1,1 @@
+"""Appa Studio: the Panel app (state ← views ← adapter)."""

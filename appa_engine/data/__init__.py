@@ -1,0 +1,1 @@
+"""Data: readers into the canonical layout, channels, statistics, training windows, synthetic planet."""

@@ -1,0 +1,1 @@
+"""Diffusion engine: noise schedules, denoisers and their loss, samplers, guidance, linear algebra."""

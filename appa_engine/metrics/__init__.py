@@ -1,0 +1,1 @@
+"""Metrics of ensembles against truth and observations (xarray in, xarray out)."""

@@ -1,0 +1,1 @@
+"""Neural backbones: the state autoencoder and the latent diffusion transformer."""

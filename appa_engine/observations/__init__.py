@@ -1,0 +1,1 @@
+"""Observations: observers as data, differentiable observation operators, scenario files."""

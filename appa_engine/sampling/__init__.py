@@ -1,0 +1,1 @@
+"""Latent trajectory sampling: overlapping blankets folded and unfolded at every diffusion step."""

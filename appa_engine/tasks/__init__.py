@@ -1,0 +1,1 @@
+"""Tasks: reanalysis, filtering and forecasting on top of the guided latent sampler."""
