@@ -22,7 +22,7 @@ from appa_engine.errors import AppaError
 __all__ = ["main", "build_parser"]
 
 #: Subcommand modules, in the order ``appa --help`` lists them.
-COMMANDS = ("data",)
+COMMANDS = ("data", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:
