@@ -1,0 +1,168 @@
+"""Tests of appa_engine.diffusion.linalg: batched CG and GMRES against torch.linalg.solve."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from appa_engine.diffusion.linalg import conjugate_gradient, gmres
+
+B, SHAPE = 4, (3, 4)  # systems of size n = 12 on tensors of shape (B, 3, 4)
+n = 12
+
+
+def matvec(matrices: torch.Tensor):
+    """The operator v -> M v on tensors of shape (B, 3, 4), with M of shape (B, n, n)."""
+
+    def A(v: torch.Tensor) -> torch.Tensor:
+        return (matrices @ v.flatten(1).unsqueeze(-1)).reshape(v.shape)
+
+    return A
+
+
+def spd(generator: torch.Generator) -> torch.Tensor:
+    M = torch.randn(B, n, n, generator=generator, dtype=torch.float64)
+    return M @ M.mT / n + 0.1 * torch.eye(n, dtype=torch.float64)
+
+
+def nonsymmetric(generator: torch.Generator) -> torch.Tensor:
+    M = torch.randn(B, n, n, generator=generator, dtype=torch.float64) / n**0.5
+    return M + torch.eye(n, dtype=torch.float64)
+
+
+def solve(matrices: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.solve(matrices, b.flatten(1)).reshape(b.shape)
+
+
+@pytest.fixture
+def generator() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
+
+
+def test_cg_exact_after_n_iterations(generator):
+    S = spd(generator)
+    b = torch.randn(B, *SHAPE, generator=generator, dtype=torch.float64)
+
+    x = conjugate_gradient(matvec(S), b, iterations=n)
+
+    torch.testing.assert_close(x, solve(S, b), rtol=1e-7, atol=1e-7)
+
+
+@pytest.mark.parametrize("matrix", [spd, nonsymmetric])
+def test_gmres_exact_after_n_iterations(generator, matrix):
+    M = matrix(generator)
+    b = torch.randn(B, *SHAPE, generator=generator, dtype=torch.float64)
+
+    x = gmres(matvec(M), b, iterations=n)
+
+    torch.testing.assert_close(x, solve(M, b), rtol=1e-9, atol=1e-9)
+
+
+def test_cg_fails_on_nonsymmetric_where_gmres_succeeds(generator):
+    # Shows the GMRES test above is meaningful: CG has no reason to converge here.
+    M = nonsymmetric(generator)
+    b = torch.randn(B, *SHAPE, generator=generator, dtype=torch.float64)
+
+    x = conjugate_gradient(matvec(M), b, iterations=n)
+
+    assert (x - solve(M, b)).abs().max() > 1e-3
+
+
+def test_one_iteration_hand_formulas(generator):
+    # CG, 1 iteration from 0: steepest descent x = (b.b / b.Ab) b.
+    # GMRES, 1 iteration from 0: x = a b with a = b.Ab / |Ab|^2 minimising |b - a A b|.
+    S = spd(generator)
+    A = matvec(S)
+    b = torch.randn(B, *SHAPE, generator=generator, dtype=torch.float64)
+    Ab = A(b)
+
+    dot = lambda u, v: (u * v).flatten(1).sum(1).reshape(B, 1, 1)  # noqa: E731
+
+    torch.testing.assert_close(conjugate_gradient(A, b, iterations=1), dot(b, b) / dot(b, Ab) * b)
+    torch.testing.assert_close(gmres(A, b, iterations=1), dot(b, Ab) / dot(Ab, Ab) * b)
+
+
+def test_residual_decreases_with_iterations(generator):
+    M = nonsymmetric(generator)
+    A = matvec(M)
+    b = torch.randn(B, *SHAPE, generator=generator, dtype=torch.float64)
+
+    residuals = [
+        (b - A(gmres(A, b, iterations=k))).flatten(1).norm(dim=1) for k in range(0, n + 1)
+    ]
+    for before, after in zip(residuals, residuals[1:]):
+        assert torch.all(after <= before * (1 + 1e-12))
+
+
+@pytest.mark.parametrize("solver", [conjugate_gradient, gmres])
+def test_batch_items_are_independent(generator, solver):
+    S = spd(generator)
+    b = torch.randn(B, *SHAPE, generator=generator, dtype=torch.float64)
+
+    batched = solver(matvec(S), b, iterations=5)
+    single = torch.cat([solver(matvec(S[i : i + 1]), b[i : i + 1], iterations=5) for i in range(B)])
+
+    torch.testing.assert_close(batched, single)
+
+
+@pytest.mark.parametrize("solver", [conjugate_gradient, gmres])
+def test_initial_guess(generator, solver):
+    S = spd(generator)
+    A = matvec(S)
+    b = torch.randn(B, *SHAPE, generator=generator, dtype=torch.float64)
+    x_star = solve(S, b)
+
+    # Starting at the solution: nothing to do.
+    torch.testing.assert_close(solver(A, b, x0=x_star, iterations=3), x_star)
+    # Starting elsewhere: still exact after n iterations.
+    x0 = torch.randn(B, *SHAPE, generator=generator, dtype=torch.float64)
+    torch.testing.assert_close(solver(A, b, x0=x0, iterations=n), x_star, rtol=1e-7, atol=1e-7)
+
+
+@pytest.mark.parametrize("solver", [conjugate_gradient, gmres])
+def test_tolerance_stops_early(generator, solver):
+    # Well-conditioned system: converges in a few iterations.
+    M = torch.randn(B, n, n, generator=generator, dtype=torch.float64) / n
+    S = torch.eye(n, dtype=torch.float64) + 0.1 * (M @ M.mT)
+    calls = []
+
+    def A(v):
+        calls.append(1)
+        return matvec(S)(v)
+
+    b = torch.randn(B, *SHAPE, generator=generator, dtype=torch.float64)
+    x = solver(A, b, iterations=n, tol=1e-6)
+
+    residual = (b - matvec(S)(x)).flatten(1).norm(dim=1)
+    assert torch.all(residual <= 1e-6 * b.flatten(1).norm(dim=1))
+    assert len(calls) < n
+
+
+@pytest.mark.parametrize("solver", [conjugate_gradient, gmres])
+def test_breakdown_is_harmless(solver):
+    # Item 0: identity (exact after 1 iteration, then breakdown); item 1: a 2x2 system
+    # embedded in 12 dims (exact after 2). More iterations must not produce NaNs.
+    S = torch.eye(n, dtype=torch.float64).repeat(2, 1, 1)
+    S[1, :2, :2] = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=torch.float64)
+    b = torch.zeros(2, *SHAPE, dtype=torch.float64)
+    b[:, 0, 0] = torch.tensor([1.0, 1.0])
+    b[1, 0, 1] = -2.0
+
+    x = solver(matvec(S), b, iterations=n)
+
+    assert torch.all(torch.isfinite(x))
+    torch.testing.assert_close(x, solve(S, b))
+
+
+@pytest.mark.parametrize("solver", [conjugate_gradient, gmres])
+def test_zero_right_hand_side(solver):
+    b = torch.zeros(2, 5, dtype=torch.float64)
+    x = solver(lambda v: 2 * v, b, iterations=3)
+
+    assert torch.equal(x, torch.zeros_like(b))
+
+
+@pytest.mark.parametrize("solver", [conjugate_gradient, gmres])
+def test_negative_iterations_raise(solver):
+    with pytest.raises(ValueError, match="non-negative"):
+        solver(lambda v: v, torch.ones(1, 2), iterations=-1)
