@@ -31,7 +31,7 @@ import yaml
 
 from appa_engine.errors import ConfigError
 
-__all__ = ["load_config", "from_dict", "to_dict", "parse_overrides", "dump_config"]
+__all__ = ["load_config", "from_dict", "to_dict", "parse_overrides", "dump_config", "merge", "read_config_file"]
 
 T = TypeVar("T")
 
@@ -183,11 +183,12 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
     return out
 
 
-def _merge(base: dict, update: dict) -> dict:
+def merge(base: dict, update: dict) -> dict:
+    """Recursive merge of nested dicts (``update`` wins)."""
     out = dict(base)
     for k, v in update.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
+            out[k] = merge(out[k], v)
         else:
             out[k] = v
     return out
@@ -231,8 +232,8 @@ def load_config(
 
     data = to_dict(base if base is not None else cls())
     if file is not None:
-        data = _merge(data, read_config_file(file))
-    data = _merge(data, parse_overrides(list(overrides)))
+        data = merge(data, read_config_file(file))
+    data = merge(data, parse_overrides(list(overrides)))
     return from_dict(cls, data)
 
 

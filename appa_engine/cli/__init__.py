@@ -21,8 +21,8 @@ from appa_engine.errors import AppaError
 
 __all__ = ["main", "build_parser"]
 
-#: Subcommand modules, in the order ``appa --help`` lists them.
-COMMANDS = ("data", "evaluate")
+#: Modules that register subcommands, in the order ``appa --help`` lists them.
+COMMANDS = ("data", "train", "assimilate", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

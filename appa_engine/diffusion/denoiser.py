@@ -155,6 +155,7 @@ def denoising_loss(
     *,
     schedule: RectifiedSchedule,
     t: Tensor | None = None,
+    noise: Tensor | None = None,
     **cond: Any,
 ) -> Tensor:
     r"""The weighted denoising loss of a denoiser on a batch of clean samples.
@@ -173,6 +174,9 @@ def denoising_loss(
         x: The clean samples, with shape (B, ...).
         schedule: The noise schedule :math:`\sigma(t)`.
         t: The diffusion times, with shape (B,). If :py:`None`, drawn uniformly in :math:`[0, 1)`.
+        noise: The standard Gaussian noise :math:`\varepsilon`, shape of ``x``. If :py:`None`,
+            drawn from the global generator (training passes per-sample noise so that the loss
+            does not depend on how a batch is split across processes).
         cond: Conditioning passed to the denoiser.
 
     Returns:
@@ -187,7 +191,9 @@ def denoising_loss(
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(-1).expand(B)
 
     sigma_t = schedule(t)
-    x_t = x + _unsqueeze_as(sigma_t, x) * torch.randn_like(x)
+    if noise is None:
+        noise = torch.randn_like(x)
+    x_t = x + _unsqueeze_as(sigma_t, x) * noise
     x_hat = denoiser(x_t, sigma_t, **cond)
 
     sigma_d2 = getattr(denoiser, "sigma_data", 1.0) ** 2

@@ -83,6 +83,7 @@ class LoopConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     num_workers: int = 0
     ema_decay: float = 0.0  # 0 disables the exponential moving average of weights
+    stop_after: int = 0  # stop this invocation after N steps (e.g. a job's time limit; resume later)
     progress: bool = True
 
     def __post_init__(self):
@@ -90,6 +91,8 @@ class LoopConfig:
             raise ConfigError("loop.steps and loop.batch_size must be at least 1")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"loop.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.stop_after < 0:
+            raise ConfigError(f"loop.stop_after must be non-negative, got {self.stop_after}")
         for name in ("log_every", "eval_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"loop.{name} must be at least 1")
@@ -211,7 +214,7 @@ def provenance(ctx: Context) -> dict:
     hardware = torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else platform.processor() or platform.machine()
     return {
         "commit": commit,
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "device": str(ctx.device),
         "hardware": hardware,
         "world_size": ctx.world_size,
@@ -257,7 +260,7 @@ def _truncate_log(path: Path, step: int) -> None:
 
 def fit(task: Task, loop: LoopConfig, optim: OptimConfig, *, out: str | os.PathLike, ctx: Context,
         config: Any = None, resume: bool = False) -> dict:
-    """Train ``task``'s model; returns the last logged record.
+    """Train ``task``'s model; returns the last logged record (with ``finished``).
 
     Writes, in ``out``: ``config.yaml`` (resolved), ``metrics.jsonl`` (one record per log / eval),
     ``last.pt`` (resumable checkpoint, atomic) and ``model.pt`` (final weights, EMA if enabled).
@@ -345,7 +348,8 @@ def fit(task: Task, loop: LoopConfig, optim: OptimConfig, *, out: str | os.PathL
     from tqdm.auto import tqdm
 
     bar = tqdm(total=loop.steps, initial=start, desc=f"train {task.name}", disable=not (loop.progress and ctx.is_main))
-    record: dict = {}
+    record: dict = {"step": start}
+    done = start
     t0, seen = time.perf_counter(), 0
     model.train()
     for step, batch in enumerate(loader, start=start):
@@ -377,11 +381,16 @@ def fit(task: Task, loop: LoopConfig, optim: OptimConfig, *, out: str | os.PathL
                 record = {**record, "step": done, "valid_loss": valid}
                 if ctx.is_main:
                     _append_jsonl(metrics_path, {"step": done, "valid_loss": valid})
-        if done % loop.checkpoint_every == 0 or done == loop.steps:
+        stopping = loop.stop_after > 0 and done - start >= loop.stop_after
+        if done % loop.checkpoint_every == 0 or done == loop.steps or stopping:
             checkpoint(done)
+        if stopping:
+            log.info("stopping after %d steps as asked (loop.stop_after); continue with --resume", loop.stop_after)
+            break
     bar.close()
 
-    if ctx.is_main:
+    record["finished"] = done >= loop.steps
+    if ctx.is_main and record["finished"]:
         final = ema.module if ema is not None else model
         save_checkpoint({"task": task.name, "model": final.state_dict(),
                          "config": to_dict(config) if config is not None else None,
