@@ -1,0 +1,377 @@
+r"""Reanalysis, filtering and forecasting with the guided latent sampler.
+
+Given observations :math:`y` of a window of states, the :class:`Assimilator` draws an ensemble of
+latent trajectories from :math:`p(z^{1:L} \mid y)` with a diffusion sampler whose denoiser is
+the blanket-stitched prior (:class:`~appa_engine.sampling.trajectory.TrajectoryDenoiser`) wrapped
+by a guidance method (MMPS or DPS), then decodes them to physical states.
+
+- **Reanalysis** :math:`p(x^{1:L} \mid y^{1:L})`: symmetric stitching.
+- **Filtering** :math:`p(x^L \mid y^{1:L})`: causal stitching; the last state is returned.
+- **Forecast** :math:`p(x^{L+1:L+H} \mid y^{1:L})`: ``"all_at_once"`` samples one trajectory
+  with free future states (causal stitching); ``"autoregressive"`` assimilates the window, then
+  extends it blanket by blanket, each new blanket conditioned on the last K − S states of the
+  previous one through an exact latent observation (σ = ``overlap_sigma``).
+
+A window of ``hours`` holds the states ``start, start + Δt, …, start + hours`` (both ends). A
+window shorter than one blanket is sampled as one blanket and cropped.
+
+Runs are reproducible: all randomness comes from one generator seeded with ``seed``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import datetime, timezone
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+import xarray as xr
+
+from appa_engine.data.dates import date_features
+from appa_engine.diffusion.guidance import DPSDenoiser, MMPSDenoiser
+from appa_engine.diffusion.samplers import DDIMSampler, HeunSampler, LMSSampler, PCSampler
+from appa_engine.errors import ConfigError, ObservationError
+from appa_engine.observations.compile import CompiledObservations, compile_observations
+from appa_engine.observations.observers import ObservationSet
+from appa_engine.observations.scenario import GuidanceSettings, SamplerSettings, Scenario
+from appa_engine.sampling.blankets import BlanketLayout
+from appa_engine.sampling.trajectory import TrajectoryDenoiser, latent_observation_operator
+
+__all__ = ["Assimilator", "SAMPLERS"]
+
+log = logging.getLogger(__name__)
+
+#: Sampler names of scenario files.
+SAMPLERS = {"pc": PCSampler, "ddim": DDIMSampler, "heun": HeunSampler, "lms": LMSSampler}
+
+Progress = Callable[[int, int], None]
+
+
+def _as_datetime(value) -> np.datetime64:
+    try:
+        return np.datetime64(value, "ns")
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"cannot read {value!r} as a date", hint="use ISO format, e.g. 2000-03-01T00") from e
+
+
+class Assimilator:
+    """Posterior sampling of trajectories with a trained :class:`~appa_engine.model.AppaModel`.
+
+    Arguments:
+        model: The model (see :func:`appa_engine.load_model`).
+        device: ``"auto"`` (the GPU when there is one), ``"cpu"`` or ``"cuda"``.
+        max_batch: Largest number of blankets denoised at once (bounds memory).
+        max_observations: Refuse observation sets that would need more than this many bytes of
+            guidance buffers (estimated before sampling).
+    """
+
+    def __init__(self, model, *, device: str | torch.device = "auto", max_batch: int | None = None,
+                 max_bytes: int = 8 << 30):
+        from appa_engine.train.distributed import resolve_device
+
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.model = model.to(self.device).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.max_batch = max_batch
+        self.max_bytes = max_bytes
+
+    # ------------------------------------------------------------------ windows
+    def window(self, start, hours: float) -> np.ndarray:
+        """Times of the states of a window: ``start, start + Δt, …, start + hours``."""
+
+        if not hours >= 0:
+            raise ConfigError(f"the window length must be non-negative, got {hours} hours")
+        dt = self.model.time_step
+        n = int(math.floor(np.timedelta64(int(round(hours * 3600)), "s") / dt)) + 1
+        return _as_datetime(start) + np.arange(n) * dt.astype("timedelta64[ns]")
+
+    def compile(self, observations: ObservationSet, times: np.ndarray) -> CompiledObservations:
+        """Compile observations against the model and a window (clear errors on mismatch)."""
+
+        m = self.model
+        compiled = compile_observations(
+            observations, grid=m.grid, channels=list(m.channels.names), times=times,
+            mean=m.stats.mean, std=m.stats.std,
+            latent_shape=(m.spec.autoencoder.latent_channels, *m.spec.latent_shape),
+        )
+        if len(compiled) and torch.isnan(compiled.y).any():
+            names = sorted({observations.observers[i].name for i in np.unique(compiled.observer_index[torch.isnan(compiled.y).numpy()])})
+            raise ObservationError(
+                f"observers without values: {', '.join(names)}",
+                hint="simulate their values from a truth store (`appa scenario`), or give values",
+            )
+        need = compiled.estimated_bytes(batch=1)
+        if need > self.max_bytes:
+            raise ObservationError(
+                f"{len(compiled):,} observations need about {need / 2**30:.1f} GiB of guidance buffers, "
+                f"more than the limit of {self.max_bytes / 2**30:.1f} GiB",
+                hint="thin the observers (fewer stations, lower sampling rate), or raise max_bytes",
+            )
+        return compiled
+
+    # ------------------------------------------------------------------ sampling
+    def _sampler(self, denoiser, settings: SamplerSettings):
+        cls = SAMPLERS.get(settings.name)
+        if cls is None:
+            raise ConfigError(f"unknown sampler '{settings.name}'", hint=f"use one of {', '.join(SAMPLERS)}")
+        kw = dict(schedule=self.model.schedule, steps=settings.steps)
+        if cls is PCSampler:
+            kw.update(corrections=settings.corrections, delta=settings.delta)
+        return cls(denoiser, **kw)
+
+    def _guided(self, denoiser, A, y, cov_y, guidance: GuidanceSettings):
+        if guidance.method == "mmps":
+            return MMPSDenoiser(denoiser, y, A, cov_y, iterations=guidance.iterations, solver=guidance.solver)
+        return DPSDenoiser(denoiser, y, A, cov_y)
+
+    def sample_latent(
+        self,
+        times: np.ndarray,
+        *,
+        members: int,
+        A: Callable | None = None,
+        y: torch.Tensor | None = None,
+        cov_y: torch.Tensor | None = None,
+        mode: Literal["symmetric", "causal"] = "symmetric",
+        sampler: SamplerSettings = SamplerSettings(),
+        guidance: GuidanceSettings = GuidanceSettings(),
+        generator: torch.Generator,
+        progress: Progress | None = None,
+        cancel=None,
+    ) -> torch.Tensor:
+        """Latent trajectories ``(M, L, Z, h, w)`` (standardised), guided by ``A, y, cov_y`` if given."""
+
+        L = len(times)
+        K = self.model.blanket
+        length = max(L, K)
+        dt = self.model.time_step.astype("timedelta64[ns]")
+        full_times = times[0] + np.arange(length) * dt
+        dates = torch.as_tensor(date_features(full_times), dtype=torch.float32, device=self.device)
+        layout = BlanketLayout(length, K, mode=mode)
+        denoiser = TrajectoryDenoiser(self.model.denoiser, layout, dates=dates, max_batch=self.max_batch)
+        if A is not None and y is not None and y.numel():
+            if L < length:  # observations were compiled for the L window states only
+                A_window = A
+                A = lambda z: A_window(z[:, :L])  # noqa: E731
+            denoiser = self._guided(denoiser, A, y.to(self.device, torch.float32),
+                                    cov_y.to(self.device, torch.float32), guidance)
+        shape = self.model.latent_shape(length, members)
+        run = self._sampler(denoiser, sampler)
+        z1 = run.init(shape, generator=generator, dtype=torch.float32, device=self.device)
+        callback = (lambda i, n, _x: progress(i, n)) if progress is not None else None
+        z = run(z1, callback=callback, cancel=cancel, generator=generator)
+        return z[:, :L]
+
+    def decode(self, z: torch.Tensor, *, chunk: int = 16) -> torch.Tensor:
+        """Physical states ``(M, L, C, H, W)`` of latent trajectories ``(M, L, Z, h, w)``."""
+
+        flat = z.flatten(0, 1)
+        with torch.no_grad():
+            x = torch.cat([self.model.destandardize(self.model.decode(flat[i : i + chunk]))
+                           for i in range(0, flat.shape[0], chunk)])
+        return x.unflatten(0, z.shape[:2])
+
+    # ------------------------------------------------------------------ tasks
+    def reanalysis(self, observations: ObservationSet = ObservationSet(()), *, start, hours: float,
+                   members: int = 8, sampler: SamplerSettings = SamplerSettings(),
+                   guidance: GuidanceSettings = GuidanceSettings(), seed: int = 0,
+                   progress: Progress | None = None, cancel=None, background: bool = False) -> xr.Dataset:
+        """Ensemble of trajectories over the window given all its observations."""
+
+        return self._assimilate(observations, start=start, hours=hours, members=members, sampler=sampler,
+                                guidance=guidance, seed=seed, progress=progress, cancel=cancel,
+                                mode="symmetric", task="reanalysis", background=background)
+
+    def filter(self, observations: ObservationSet = ObservationSet(()), *, start, hours: float,
+               members: int = 8, sampler: SamplerSettings = SamplerSettings(),
+               guidance: GuidanceSettings = GuidanceSettings(), seed: int = 0,
+               progress: Progress | None = None, cancel=None, background: bool = False) -> xr.Dataset:
+        """Ensemble of the last state of the window given the observations up to it."""
+
+        ds = self._assimilate(observations, start=start, hours=hours, members=members, sampler=sampler,
+                              guidance=guidance, seed=seed, progress=progress, cancel=cancel,
+                              mode="causal", task="filter", background=background)
+        return ds.isel(time=[-1])
+
+    def forecast(self, observations: ObservationSet = ObservationSet(()), *, start,
+                 assimilation_hours: float, lead_hours: float, members: int = 8,
+                 mode: Literal["all_at_once", "autoregressive"] = "all_at_once",
+                 sampler: SamplerSettings = SamplerSettings(), guidance: GuidanceSettings = GuidanceSettings(),
+                 seed: int = 0, overlap_sigma: float = 1e-2, progress: Progress | None = None,
+                 cancel=None, background: bool = False) -> xr.Dataset:
+        """Ensemble of trajectories over the window and ``lead_hours`` beyond it."""
+
+        if lead_hours <= 0:
+            raise ConfigError(f"a forecast needs a positive lead time, got {lead_hours} hours")
+        if mode == "all_at_once":
+            ds = self._assimilate(observations, start=start, hours=assimilation_hours + lead_hours,
+                                  obs_hours=assimilation_hours, members=members, sampler=sampler,
+                                  guidance=guidance, seed=seed, progress=progress, cancel=cancel,
+                                  mode="causal", task="forecast", background=background)
+        elif mode == "autoregressive":
+            ds = self._autoregressive(observations, start=start, hours=assimilation_hours, lead_hours=lead_hours,
+                                      members=members, sampler=sampler, guidance=guidance, seed=seed,
+                                      overlap_sigma=overlap_sigma, progress=progress, cancel=cancel)
+        else:
+            raise ConfigError(f"unknown forecast mode '{mode}'", hint="use 'all_at_once' or 'autoregressive'")
+        analysis_end = _as_datetime(start) + np.timedelta64(int(round(assimilation_hours * 3600)), "s")
+        ds = ds.assign_coords(lead_time=("time", (ds["time"].values - analysis_end).astype("timedelta64[ns]")))
+        ds.attrs["forecast_mode"] = mode
+        return ds
+
+    def run(self, scenario: Scenario, *, progress: Progress | None = None, cancel=None,
+            background: bool = False) -> xr.Dataset:
+        """Run the task of a scenario file; the scenario is stored in the output's attributes."""
+
+        kw = dict(members=scenario.members, sampler=scenario.sampler, guidance=scenario.guidance,
+                  seed=scenario.seed, progress=progress, cancel=cancel, background=background)
+        if scenario.task == "reanalysis":
+            ds = self.reanalysis(scenario.observations, start=scenario.start, hours=scenario.hours, **kw)
+        elif scenario.task == "filter":
+            ds = self.filter(scenario.observations, start=scenario.start, hours=scenario.hours, **kw)
+        else:
+            ds = self.forecast(scenario.observations, start=scenario.start, assimilation_hours=scenario.hours,
+                               lead_hours=scenario.lead_hours, **kw)
+        import yaml
+
+        ds.attrs["scenario"] = yaml.safe_dump(scenario.to_dict(), sort_keys=False)
+        return ds
+
+    # ------------------------------------------------------------------ internals
+    def _assimilate(self, observations, *, start, hours, members, sampler, guidance, seed, progress,
+                    cancel, mode, task, background, obs_hours=None) -> xr.Dataset:
+        if members < 1:
+            raise ConfigError(f"members must be at least 1, got {members}")
+        times = self.window(start, hours)
+        obs_times = times if obs_hours is None else self.window(start, obs_hours)
+        compiled = self.compile(observations, obs_times)
+        prior_only = len(compiled) == 0
+        if prior_only:
+            log.info("no observations: sampling the prior")
+        A = latent_observation_operator(self.model, compiled) if not prior_only else None
+        if A is not None and len(obs_times) < len(times):
+            A_obs, n_obs = A, len(obs_times)
+            A = lambda z: A_obs(z[:, :n_obs])  # noqa: E731
+        generator = torch.Generator(self.device).manual_seed(seed)
+        z = self.sample_latent(times, members=members, A=A, y=compiled.y, cov_y=compiled.cov_y, mode=mode,
+                               sampler=sampler, guidance=guidance, generator=generator,
+                               progress=progress, cancel=cancel)
+        z_b = None
+        if background and not prior_only:
+            z_b = self.sample_latent(times, members=members, mode=mode, sampler=sampler,
+                                     generator=torch.Generator(self.device).manual_seed(seed), cancel=cancel)
+        return self._dataset(z, times, compiled, task=task, prior_only=prior_only, z_background=z_b,
+                             n_obs_states=len(obs_times))
+
+    def _autoregressive(self, observations, *, start, hours, lead_hours, members, sampler, guidance,
+                        seed, overlap_sigma, progress, cancel) -> xr.Dataset:
+        K = self.model.blanket
+        layout_stride = max(K // 2, 1)
+        overlap = K - layout_stride
+        times = self.window(start, hours)
+        compiled = self.compile(observations, times)
+        A = latent_observation_operator(self.model, compiled) if len(compiled) else None
+        generator = torch.Generator(self.device).manual_seed(seed)
+        all_times = self.window(start, hours + lead_hours)
+        n_new_total = len(all_times) - len(times)
+        n_blocks = math.ceil(n_new_total / layout_stride)
+        total = sampler.steps * (1 + n_blocks)
+        offset = [0]
+
+        def chained(i, n):
+            if progress is not None:
+                progress(offset[0] + i, total)
+
+        z = self.sample_latent(times, members=members, A=A, y=compiled.y, cov_y=compiled.cov_y,
+                               mode="causal", sampler=sampler, guidance=guidance, generator=generator,
+                               progress=chained, cancel=cancel)
+        dt = self.model.time_step.astype("timedelta64[ns]")
+        while z.shape[1] < len(all_times):
+            offset[0] += sampler.steps
+            context = z[:, -overlap:]  # (M, overlap, Z, h, w)
+            block_times = all_times[z.shape[1] - overlap] + np.arange(K) * dt
+            y = context.flatten(1)  # one y per member: (M, N)
+            cov = torch.full((y.shape[1],), overlap_sigma**2, device=self.device)
+            A_ctx = lambda zz: zz[:, :overlap].flatten(1)  # noqa: E731
+            block = self.sample_latent(block_times, members=members, A=A_ctx, y=y, cov_y=cov, mode="causal",
+                                       sampler=sampler, guidance=GuidanceSettings(method="mmps", iterations=guidance.iterations, solver=guidance.solver),
+                                       generator=generator, progress=chained, cancel=cancel)
+            z = torch.cat([z, block[:, overlap:]], dim=1)
+        z = z[:, : len(all_times)]
+        return self._dataset(z, all_times, compiled, task="forecast", prior_only=len(compiled) == 0,
+                             n_obs_states=len(times))
+
+    def _dataset(self, z, times, compiled, *, task, prior_only, n_obs_states, z_background=None) -> xr.Dataset:
+        m = self.model
+        x = self.decode(z)  # (M, L, C, H, W) physical
+        ds = m.channels.unstack(x.cpu().numpy().astype(np.float32), time=times, latitude=m.grid.lat,
+                                longitude=m.grid.lon, member=np.arange(z.shape[0]))
+        ds = ds.transpose("member", "time", ...)
+        for name in ds.data_vars:
+            ds[name].attrs["units"] = m.stats.metadata.get("units", {}).get(name, ds[name].attrs.get("units", ""))
+        if len(compiled):
+            ds = ds.merge(self._observations(compiled, x[:, :n_obs_states], z[:, :n_obs_states],
+                                             None if z_background is None else z_background[:, :n_obs_states]))
+        ds.attrs.update({
+            "title": f"Appa Studio {task}",
+            "task": task,
+            "prior_only": int(prior_only),
+            "members": int(z.shape[0]),
+            "model": str(getattr(m, "package_path", "")),
+            "model_preset": m.spec.preset,
+            "time_step_hours": m.spec.time_step_hours,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "Conventions": "CF-1.8",
+        })
+        if prior_only:
+            ds.attrs["comment"] = "no observations were given: these are samples of the prior"
+        return ds
+
+    def _observations(self, compiled: CompiledObservations, x, z, z_background) -> xr.Dataset:
+        """The observations, their model equivalents and the footprints, as variables."""
+
+        m = self.model
+        table = compiled.table
+        with torch.no_grad():
+            states = torch.as_tensor(compiled.state_indices, dtype=torch.long, device=x.device)
+            x_std = m.standardize(x[:, states]) if compiled.has_physical else None
+            hx = compiled.A(x_std, z=z if compiled.has_latent else None)
+            analysis = compiled.to_physical(hx.double().cpu().numpy())
+            background = None
+            if z_background is not None:
+                xb = self.decode(z_background)
+                xb_std = m.standardize(xb[:, states]) if compiled.has_physical else None
+                hb = compiled.A(xb_std, z=z_background if compiled.has_latent else None)
+                background = compiled.to_physical(hb.double().cpu().numpy())
+        obs = {
+            "obs_value": ("obs", table["value"].to_numpy(np.float64), {"long_name": "observed value", "units": "physical"}),
+            "obs_error": ("obs", table["error"].to_numpy(np.float64), {"long_name": "observation error standard deviation"}),
+            "obs_analysis": (("member", "obs"), analysis, {"long_name": "model equivalent of the analysis (A(x))"}),
+        }
+        if background is not None:
+            obs["obs_background"] = (("member", "obs"), background, {"long_name": "model equivalent of the prior ensemble"})
+        coords = {
+            "observer": ("obs", table["observer"].to_numpy().astype(str).astype(object)),
+            "obs_kind": ("obs", table["kind"].to_numpy().astype(str).astype(object)),
+            "obs_variable": ("obs", table["variable"].to_numpy().astype(str).astype(object)),
+            "obs_channel": ("obs", table["channel"].to_numpy().astype(str).astype(object)),
+            "obs_level": ("obs", table["level"].to_numpy(np.float64)),
+            "obs_lon": ("obs", table["lon"].to_numpy(np.float64)),
+            "obs_lat": ("obs", table["lat"].to_numpy(np.float64)),
+            "obs_time": ("obs", table["time"].to_numpy("datetime64[ns]")),
+        }
+        out = xr.Dataset({k: xr.Variable(*v) for k, v in obs.items()}, coords=coords)
+        footprint = compiled.footprint()
+        names = list(footprint.data_vars)
+        if names:
+            mask = np.stack([footprint[n].values for n in names]).astype(bool)
+            out["footprint"] = xr.DataArray(
+                mask, dims=("observer_name", "obs_state", "latitude", "longitude"),
+                coords={"observer_name": np.asarray(names, dtype=object),
+                        "obs_state": footprint["time"].values},
+                attrs={"long_name": "grid cells each observer touches at each observed state"},
+            )
+        return out
