@@ -13,7 +13,7 @@ PIP    := $(PY) -m pip
 CONSTRAINTS := $(shell nvidia-smi >/dev/null 2>&1 || echo "-c constraints-cpu.txt")
 PYTEST_ARGS ?=
 
-.PHONY: demo test setup setup-test browser bench clean help
+.PHONY: demo test setup setup-test browser bench default-model clean help
 
 help:
 	@sed -n '3,5p' Makefile
@@ -42,7 +42,12 @@ browser:
 	fi
 
 demo: setup
-	$(VENV)/bin/appa demo
+	$(VENV)/bin/appa serve --model default
+
+# Retrain the shipped default model from scratch (synthetic planet → autoencoder → prior → card).
+default-model: setup
+	$(PIP) install -q $(CONSTRAINTS) -e ".[synth]"
+	$(PY) scripts/make_default_model.py $(ARGS)
 
 test: setup-test
 	$(PY) -m pytest $(PYTEST_ARGS)

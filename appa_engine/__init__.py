@@ -4,6 +4,9 @@ The public API is re-exported here and imported lazily, so ``import appa_engine`
 
 - :func:`open_dataset`: read ERA5-like data (zarr, NetCDF, GRIB, ``gs://``) in canonical form.
 - :class:`ChannelSpec`: stack a dataset into a ``(T, C, H, W)`` tensor and back.
+- :func:`load_model`: a trained model package (``"default"`` or a directory).
+- :class:`Assimilator`: reanalysis, filtering and forecasting from observations.
+- :class:`ObservationSet`, :class:`Stations`, :class:`Scenario`: observations and runs as data.
 
 Sub-packages: ``data`` (readers, channels, statistics, training windows, synthetic planet),
 ``nn`` (backbones), ``diffusion`` (schedules, denoisers, samplers, guidance), ``observations``
@@ -21,6 +24,12 @@ _LAZY = {
     "open_dataset": "appa_engine.data.readers",
     "ChannelSpec": "appa_engine.data.channels",
     "Grid": "appa_engine.data.grid",
+    "Statistics": "appa_engine.data.stats",
+    "load_model": "appa_engine.io.package",
+    "Assimilator": "appa_engine.tasks.assimilator",
+    "ObservationSet": "appa_engine.observations.observers",
+    "Stations": "appa_engine.observations.observers",
+    "Scenario": "appa_engine.observations.scenario",
     "AppaError": "appa_engine.errors",
 }
 
