@@ -62,13 +62,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
+        candidates = [arg for arg in args if arg is not type(None)]
+        for arg in candidates:
             try:
                 return _coerce(value, arg, key)
             except ConfigError as e:
                 errors.append(e)
+        if len(errors) == 1:  # e.g. `X | None`: the error of X says more than the union
+            raise errors[0]
         raise ConfigError(f"'{key}' = {value!r} does not match {_name(tp)}")
     if origin is typing.Literal:
         if value not in args:

@@ -60,8 +60,8 @@ def main() -> None:
         appa("data", "stats", str(planet), "--out", str(stats))
 
     # The default preset is sized for a 64×128 grid with 8× downsampling (8×16 latents). On the
-    # T21 planet (32×64), 4× downsampling keeps the same 8×16 latent grid for the prior.
-    downsample = ["--set", "model.downsample=[true, true, false]"] if args.synth_preset in ("tiny", "small") else []
+    # T21 planet (32×64), 4× downsampling (2×2 patches, one merge) keeps the same 8×16 latents.
+    downsample = ["--set", "model.downsample=[true, false]"] if args.synth_preset in ("tiny", "small") else []
     common = ["--preset", "default", "--batch-size", str(args.batch_size), "--device", args.device]
     ae = work / "ae"
     appa("train", "autoencoder", "--data", str(planet), "--stats", str(stats), "--out", str(ae),
