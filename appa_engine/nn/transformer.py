@@ -26,7 +26,9 @@ Attention uses QK-normalisation (RMSNorm on queries and keys) and a 3-D rotary p
 encoding (:func:`~appa_engine.nn.layers.rotary_angles`) whose longitude angles are integer
 harmonics :math:`2\pi m j / w'` of the token index :math:`j` among :math:`w'` longitude tokens.
 They are exactly periodic, and nothing else depends on absolute longitude, so the network is
-equivariant to circular longitude shifts by whole tokens. ``attention="full"`` attends over all
+equivariant to circular longitude shifts by whole tokens. Latitude, on which the statistics of
+the atmosphere do depend, is also given absolutely: an embedding of its harmonics is added to
+every token. ``attention="full"`` attends over all
 :math:`N = K' h' w'` tokens; ``"factorised"`` alternates spatial attention (the tokens of one
 time step) and temporal attention (the tokens of one location), much cheaper on a CPU.
 
@@ -95,6 +97,9 @@ class TransformerConfig:
         attention: ``"full"`` (all tokens) or ``"factorised"`` (alternating space and time).
         dropout: Dropout rate in the attention and the MLPs.
         qk_norm: RMS-normalise queries and keys.
+        latitude_harmonics: n, the harmonics of latitude :math:`\sin(k\phi), \cos(k\phi)`,
+            k = 1..n, embedded and added to every token (0: none). Rotary phases only encode
+            relative positions, but the statistics of the atmosphere depend on latitude.
         checkpointing: Recompute the blocks in the backward pass to save memory.
     """
 
@@ -109,6 +114,7 @@ class TransformerConfig:
     attention: Literal["full", "factorised"] = "full"
     dropout: float = 0.0
     qk_norm: bool = True
+    latitude_harmonics: int = 8
     checkpointing: bool = False
 
     def __post_init__(self):
@@ -127,6 +133,8 @@ class TransformerConfig:
             raise ConfigError(
                 f"patch must be three positive ints (p_t, p_h, p_w), got {self.patch}", hint=hint
             )
+        if self.latitude_harmonics < 0:
+            raise ConfigError(f"latitude_harmonics must be >= 0, got {self.latitude_harmonics}", hint=hint)
         if self.date_features < 0:
             raise ConfigError(f"date_features must be >= 0, got {self.date_features}", hint=hint)
         if not self.mlp_ratio > 0:
@@ -231,6 +239,10 @@ class SpaceTimeTransformer(nn.Module):
         p_t, p_h, p_w = config.patch
         patch_features = p_t * p_h * p_w * config.in_channels
         self.embed = nn.Linear(patch_features, config.width)
+        if config.latitude_harmonics:
+            self.latitude_embedding = nn.Linear(2 * config.latitude_harmonics, config.width)
+        else:
+            self.latitude_embedding = None
         self.noise_embedding = NoiseEmbedding(config.embedding)
         if config.date_features:
             self.date_embedding = MLP(config.date_features, config.embedding, config.embedding)
@@ -246,6 +258,22 @@ class SpaceTimeTransformer(nn.Module):
         self.head = nn.Linear(config.width, patch_features)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+
+    def _latitude(self, Hh: int, Ww: int, like: Tensor) -> Tensor:
+        r"""Absolute latitude embedding of the token rows, shape ``(h' w', width)``.
+
+        Row j of h' token rows covers the band centred at
+        :math:`\phi_j = \pi/2 - \pi (j + 1/2) / h'`; it depends on the row only, so
+        equivariance to longitude shifts is kept.
+        """
+
+        n = self.config.latitude_harmonics
+        rows = torch.arange(Hh, device=like.device, dtype=torch.float64)
+        phi = torch.pi / 2 - torch.pi * (rows + 0.5) / Hh
+        k = torch.arange(1, n + 1, device=like.device, dtype=torch.float64)
+        features = torch.cat([torch.sin(phi[:, None] * k), torch.cos(phi[:, None] * k)], dim=-1)
+        embedding = self.latitude_embedding(features.to(like.dtype))  # (h', width)
+        return embedding.repeat_interleave(Ww, dim=0)
 
     def forward(self, x: Tensor, c_noise: Tensor, *, date: Tensor | None = None) -> Tensor:
         """
@@ -284,6 +312,8 @@ class SpaceTimeTransformer(nn.Module):
             x, "B (T pt) Z (y ph) (x pw) -> B T (y x) (pt ph pw Z)", pt=p_t, ph=p_h, pw=p_w
         )
         tokens = self.embed(tokens)
+        if self.latitude_embedding is not None:
+            tokens = tokens + self._latitude(Hh, Ww, tokens)
 
         c = self.noise_embedding(c_noise)[:, None, :]  # (B, 1, E)
         if date is not None and self.date_embedding is None:

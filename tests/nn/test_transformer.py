@@ -231,3 +231,27 @@ def test_config_round_trip_and_rotary_split():
     assert from_dict(TransformerConfig, to_dict(cfg)) == cfg
     assert sum(cfg.rotary_pairs) == cfg.head_dim // 2 == 16
     assert cfg.rotary_pairs == (4, 6, 6)
+
+
+@pytest.mark.parametrize("harmonics", [0, 8])
+def test_latitude_is_known_absolutely(harmonics):
+    """A uniform input gives a latitude-dependent output only with the latitude embedding.
+
+    Rotary phases are relative: without an absolute latitude signal the network could not tell
+    the equator from the poles, whose statistics differ.
+    """
+
+    torch.manual_seed(0)
+    config = TransformerConfig(in_channels=2, width=16, depth=1, heads=2, patch=(1, 1, 1), embedding=16,
+                               latitude_harmonics=harmonics)
+    net = SpaceTimeTransformer(config)
+    for p in net.parameters():  # leave the zero initialisation, which outputs 0 everywhere
+        torch.nn.init.normal_(p, std=0.3)
+    x = torch.ones(1, 2, 2, 6, 8)
+    with torch.no_grad():
+        y = net(x, torch.zeros(1))
+    spread_over_rows = (y.mean(dim=-1).amax(dim=-1) - y.mean(dim=-1).amin(dim=-1)).max()
+    if harmonics:
+        assert spread_over_rows > 1e-2
+    else:
+        assert spread_over_rows < 1e-5
