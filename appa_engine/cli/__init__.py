@@ -22,7 +22,7 @@ from appa_engine.errors import AppaError
 __all__ = ["main", "build_parser"]
 
 #: Modules that register subcommands, in the order ``appa --help`` lists them.
-COMMANDS = ("data", "train", "assimilate", "evaluate")
+COMMANDS = ("data", "train", "assimilate", "evaluate", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

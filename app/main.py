@@ -1,0 +1,79 @@
+"""The Appa Studio app: one :class:`App` per browser session.
+
+Serve it with ``appa serve --truth PATH`` (see :mod:`appa_engine.cli.serve`), or with Panel
+directly (``APPA_TRUTH=PATH panel serve app/main.py``); importing this module starts nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import holoviews as hv
+import panel as pn
+
+from app.state import AppState
+from app.views.about import AboutView, ResultsPlaceholder
+from app.views.controls import GlobeControls, ModelStatusView, TruthControls
+from app.views.globe import GlobeView
+from app.views.observations import ObservationsView
+
+__all__ = ["App", "create_app"]
+
+ACCENT = "#1f5f8b"
+
+
+class App(pn.viewable.Viewer):
+    """The app of one session: globe and controls over an :class:`AppState`.
+
+    Arguments:
+        truth: Path (or dataset) of the truth to show, or None.
+        model: Path of a model package, or None.
+        state: An existing state (the other arguments are then ignored).
+    """
+
+    def __init__(self, *, truth: Any = None, model: Any = None, state: AppState | None = None, **params):
+        super().__init__(**params)
+        pn.extension("tabulator", notifications=True)
+        hv.extension("bokeh", logo=False)
+        self.state = state if state is not None else AppState(truth=truth, model=model)
+        self.globe = GlobeView(self.state)
+        self.observations = ObservationsView(self.state)
+        self.results = ResultsPlaceholder(self.state)  # the run/results part replaces this tab
+        self.tabs = pn.Tabs(
+            ("Observations", self.observations),
+            ("Results", self.results),
+            ("About", AboutView()),
+            dynamic=False, sizing_mode="stretch_width", min_width=420,
+        )
+        self.sidebar = [ModelStatusView(self.state), TruthControls(self.state.truth), GlobeControls(self.state.globe)]
+
+    def __panel__(self):
+        return pn.Row(pn.Column(*self.sidebar, width=300), self.globe, self.tabs, sizing_mode="stretch_width")
+
+    def template(self) -> pn.template.FastListTemplate:
+        """The page: sidebar of controls, globe and tabs in the main area."""
+
+        return pn.template.FastListTemplate(
+            title="Appa Studio",
+            sidebar=self.sidebar,
+            main=[pn.Row(self.globe, self.tabs, sizing_mode="stretch_width")],
+            accent=ACCENT,
+            sidebar_width=300,
+            main_layout=None,
+            font_url="",  # no web fonts: the app runs offline
+            theme_toggle=False,
+        )
+
+    def servable(self, title: str | None = None, **kwargs):
+        return self.template().servable(title=title, **kwargs)
+
+
+def create_app(*, truth: Any = None, model: Any = None) -> pn.template.FastListTemplate:
+    """A new app page (for ``pn.serve``: call once per session)."""
+
+    return App(truth=truth, model=model).template()
+
+
+if pn.state.served:
+    App(truth=os.environ.get("APPA_TRUTH") or None, model=os.environ.get("APPA_MODEL") or None).servable()

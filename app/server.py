@@ -1,0 +1,96 @@
+"""Serving the app: one :class:`~app.main.App` per session, loopback by default, warmed at start.
+
+:func:`serve` is what ``appa serve`` calls. Each browser session gets its own app (a function is
+passed to :func:`panel.serve`, so sessions share nothing but the read-only truth on disk).
+:func:`warm` runs one datashader rasterization and one map resampling before the first visitor
+arrives, so that numba's compilation (1-3 s) does not stall the first page.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+__all__ = ["serve", "warm", "app_factory"]
+
+
+def warm() -> None:
+    """Compile datashader's kernels and load the coastlines once."""
+
+    import time
+
+    import holoviews as hv
+    import numpy as np
+    from holoviews.operation.datashader import rasterize
+
+    from app import geo
+
+    t0 = time.perf_counter()
+    image = hv.Image(np.random.default_rng(0).random((64, 64)), bounds=(-1, -1, 1, 1))
+    rasterize(image, dynamic=False, width=32, height=32)
+    projection = geo.make_projection("orthographic", central_longitude=0.0, central_latitude=0.0)
+    geo.project_lines(*geo.coastlines(), projection)
+    geo.MapSampler(projection, np.linspace(80, -80, 9), np.arange(0, 360, 45.0), bounds=(-1e7, -1e7, 1e7, 1e7),
+                   shape=(16, 16))
+    log.info("warmed datashader and the map geometry in %.1f s", time.perf_counter() - t0)
+
+
+def app_factory(*, truth: Any = None, model: Any = None):
+    """A function that builds a new app page per session (what :func:`panel.serve` takes)."""
+
+    from app.main import create_app
+
+    return functools.partial(create_app, truth=truth, model=model)
+
+
+def serve(
+    *,
+    truth: str | os.PathLike | None = None,
+    model: str | os.PathLike | None = None,
+    port: int = 5006,
+    address: str = "127.0.0.1",
+    allow_websocket_origin: list[str] | None = None,
+    warm_up: bool = True,
+    show: bool = False,
+    threaded: bool = False,
+    **kwargs,
+):
+    """Serve the app until interrupted (or, with ``threaded``, return the server thread).
+
+    Arguments:
+        truth: Truth dataset (zarr, NetCDF, GRIB) to show.
+        model: Model package, or None (the app says that no model is loaded).
+        port: TCP port (0: any free port).
+        address: Interface to bind; loopback unless told otherwise.
+        allow_websocket_origin: Hosts (``host[:port]``) allowed to open the websocket, e.g. the
+            public name of a server behind a proxy.
+        warm_up: Compile datashader's kernels before accepting sessions.
+    """
+
+    import panel as pn
+
+    from app import adapter
+
+    if truth is not None:
+        adapter.open_truth(truth)  # fail now, with the reader's message, not in every session
+    adapter.describe_model(model)
+    if warm_up:
+        warm()
+    origins = list(allow_websocket_origin or [])
+    if origins and port:  # the given hosts replace Bokeh's default: keep this machine allowed too
+        origins += [f"localhost:{port}", f"127.0.0.1:{port}", f"{address}:{port}"]
+    return pn.serve(
+        {"appa": app_factory(truth=truth, model=model)},
+        port=port,
+        address=address,
+        websocket_origin=origins or None,
+        show=show,
+        threaded=threaded,
+        title="Appa Studio",
+        websocket_max_message_size=20 * 2**20,
+        **kwargs,
+    )
