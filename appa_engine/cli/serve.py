@@ -42,8 +42,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         description="Serve the Appa Studio web app: draw observations on a globe, run the guided "
         "sampler and explore the ensemble against the truth.",
     )
-    parser.add_argument("--model", metavar="PATH", type=Path, default=None,
-                        help="model package to run (default: none; the app then only edits observations)")
+    parser.add_argument("--model", metavar="PATH", default=None,
+                        help="'default' (the shipped model) or a model package directory; its truth.zarr "
+                        "is shown unless --truth is given (default: none; the app then only edits observations)")
     parser.add_argument("--truth", metavar="PATH", type=Path, default=None,
                         help="truth dataset to show (zarr, NetCDF or GRIB, canonical or WeatherBench2 layout)")
     parser.add_argument("--port", type=_port, default=5006, help="TCP port (default: 5006; 0 picks a free one)")
@@ -60,10 +61,15 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from app.server import serve
+    from appa_engine.io.package import resolve_model_path
 
+    model = resolve_model_path(args.model) if args.model is not None else None
+    truth = args.truth
+    if truth is None and model is not None and (model / "truth.zarr").exists():
+        truth = model / "truth.zarr"  # the held-out days shipped with the model
     serve(
-        truth=args.truth,
-        model=args.model,
+        truth=truth,
+        model=model,
         port=args.port,
         address=args.address,
         allow_websocket_origin=args.allow_websocket_origin,

@@ -34,7 +34,8 @@ from appa_engine.errors import CheckpointError, ConfigError, DataError
 from appa_engine.io.atomic import atomic_path, atomic_write_text
 from appa_engine.io.checkpoint import load_checkpoint, save_checkpoint, sha256
 
-__all__ = ["save_package", "load_model", "read_manifest", "default_model_path", "PACKAGE_VERSION"]
+__all__ = ["save_package", "load_model", "read_manifest", "default_model_path", "resolve_model_path",
+           "PACKAGE_VERSION"]
 
 PACKAGE_VERSION = 1
 _FORMAT = "appa-model"
@@ -49,6 +50,21 @@ def default_model_path() -> Path:
     if env:
         return Path(env)
     return Path(__file__).resolve().parents[2] / "assets" / "default-model"
+
+
+def resolve_model_path(path: str | os.PathLike) -> Path:
+    """The directory of a model package: ``"default"`` → :func:`default_model_path`, checked."""
+
+    is_default = str(path) == "default"
+    resolved = default_model_path() if is_default else Path(path)
+    if not (resolved / "manifest.json").exists():
+        if is_default:
+            raise CheckpointError(
+                f"the default model is not installed at '{resolved}'",
+                hint="train it with `make default-model`, or pass a package with --model",
+            )
+        read_manifest(resolved)  # raises the precise error (missing, not a package, ...)
+    return resolved
 
 
 def save_package(model, path: str | os.PathLike, *, provenance: dict | None = None,
@@ -161,13 +177,7 @@ def load_model(path: str | os.PathLike = "default", *, device: str | torch.devic
 
     from appa_engine.model import AppaModel
 
-    is_default = str(path) == "default"
-    path = default_model_path() if is_default else Path(path)
-    if is_default and not (path / "manifest.json").exists():
-        raise CheckpointError(
-            f"the default model is not installed at '{path}'",
-            hint="train it with `make default-model`, or pass a package with --model",
-        )
+    path = resolve_model_path(path)
     manifest = read_manifest(path)
     for name, digest in manifest.get("files", {}).items():
         file = path / name

@@ -83,7 +83,7 @@ __all__ = ["TransformerConfig", "SpaceTimeTransformer"]
 
 @dataclass(frozen=True)
 class TransformerConfig:
-    """Configuration of the latent spatio-temporal transformer.
+    r"""Configuration of the latent spatio-temporal transformer.
 
     Arguments:
         in_channels: Latent channels Z.
