@@ -39,8 +39,8 @@ import torch
 from torch import Tensor, nn
 
 from appa_engine.diffusion.denoiser import Denoiser, expand_sigma
-from appa_engine.diffusion.guidance.mmps import check_observations
-from appa_engine.errors import ConfigError, ObservationError
+from appa_engine.diffusion.guidance.mmps import check_observations, check_prediction, require_gradients
+from appa_engine.errors import ConfigError
 
 __all__ = ["DPSDenoiser"]
 
@@ -95,11 +95,7 @@ class DPSDenoiser(nn.Module):
             The guided estimate :math:`\hat{x}_y`, with shape (B, ...), detached from any graph.
         """
 
-        if torch.is_inference_mode_enabled():
-            raise RuntimeError(
-                "DPS guidance needs gradients: call the sampler under torch.no_grad(), "
-                "not torch.inference_mode()."
-            )
+        require_gradients("DPS")
 
         sigma_t = expand_sigma(sigma_t, x_t)
         var_t = (sigma_t**2).reshape((-1,) + (1,) * (x_t.ndim - 1))  # (B, 1, ..., 1)
@@ -108,13 +104,7 @@ class DPSDenoiser(nn.Module):
             x_t = x_t.detach().requires_grad_(True)
             x_hat = self.denoiser(x_t, sigma_t, **cond)
             y_hat = self.A(x_hat)  # (B, N)
-
-            if y_hat.ndim != 2 or y_hat.shape[-1] != self.y.shape[-1]:
-                raise ObservationError(
-                    f"the observation operator returned shape {tuple(y_hat.shape)}, "
-                    f"but y has shape {tuple(self.y.shape)}.",
-                    hint="A must map (B, ...) to (B, N) with N the number of observations.",
-                )
+            check_prediction(y_hat, self.y)
 
             # grad of log N(y | y_hat, Sigma_y) w.r.t. y_hat, then VJP through A and D.
             residual = (self.y.to(y_hat) - y_hat.detach()) / self.cov_y.to(y_hat)

@@ -81,6 +81,27 @@ def check_observations(y: Tensor, cov_y: Tensor | float) -> tuple[Tensor, Tensor
     return y, cov_y
 
 
+
+def require_gradients(method: str) -> None:
+    """Guidance differentiates through the denoiser: refuse ``torch.inference_mode()``."""
+
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            f"{method} guidance needs gradients: call the sampler under torch.no_grad(), "
+            "not torch.inference_mode()."
+        )
+
+
+def check_prediction(y_hat: Tensor, y: Tensor) -> None:
+    """The observation operator must map ``(B, ...)`` to ``(B, N)``."""
+
+    if y_hat.ndim != 2 or y_hat.shape[-1] != y.shape[-1]:
+        raise ObservationError(
+            f"the observation operator returned shape {tuple(y_hat.shape)}, "
+            f"but y has shape {tuple(y.shape)}.",
+            hint="A must map (B, ...) to (B, N) with N the number of observations.",
+        )
+
 class MMPSDenoiser(nn.Module):
     r"""A denoiser guided by observations with moment matching posterior sampling.
 
@@ -146,11 +167,7 @@ class MMPSDenoiser(nn.Module):
             detached from any graph.
         """
 
-        if torch.is_inference_mode_enabled():
-            raise RuntimeError(
-                "MMPS guidance needs gradients: call the sampler under torch.no_grad(), "
-                "not torch.inference_mode()."
-            )
+        require_gradients("MMPS")
 
         sigma_t = expand_sigma(sigma_t, x_t)
         var_t = (sigma_t**2).reshape((-1,) + (1,) * (x_t.ndim - 1))  # (B, 1, ..., 1)
@@ -161,13 +178,7 @@ class MMPSDenoiser(nn.Module):
 
             x_hat_A = x_hat.detach().requires_grad_(True)
             y_hat = self.A(x_hat_A)  # (B, N)
-
-            if y_hat.ndim != 2 or y_hat.shape[-1] != self.y.shape[-1]:
-                raise ObservationError(
-                    f"the observation operator returned shape {tuple(y_hat.shape)}, "
-                    f"but y has shape {tuple(self.y.shape)}.",
-                    hint="A must map (B, ...) to (B, N) with N the number of observations.",
-                )
+            check_prediction(y_hat, self.y)
 
             # J_A^T u is linear in u; differentiating it w.r.t. u gives J_A v.
             u_0 = torch.zeros_like(y_hat, requires_grad=True)
