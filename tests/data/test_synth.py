@@ -369,6 +369,10 @@ def test_cli_dry_run_and_run(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     ds = open_store(out)
     assert ds.sizes["time"] == 4 and json.loads(ds.attrs["synth_config"])["seed"] == 2
+    # `appa data info` describes the synthetic store like any canonical source
+    assert main(["data", "info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "geopotential" in info and "2m_temperature" in info and "4 steps" in info
 
     assert main(args + ["--output-hours", "5"]) == 2
     assert "does not divide a day" in capsys.readouterr().err
