@@ -39,7 +39,7 @@ from appa_engine.observations.scenario import GuidanceSettings, SamplerSettings,
 from appa_engine.sampling.blankets import BlanketLayout
 from appa_engine.sampling.trajectory import TrajectoryDenoiser, latent_observation_operator
 
-__all__ = ["Assimilator", "SAMPLERS"]
+__all__ = ["Assimilator", "SAMPLERS", "window_times", "compile_for"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,31 @@ def _as_datetime(value) -> np.datetime64:
         return np.datetime64(value, "ns")
     except (TypeError, ValueError) as e:
         raise ConfigError(f"cannot read {value!r} as a date", hint="use ISO format, e.g. 2000-03-01T00") from e
+
+
+def window_times(start, hours: float, time_step: np.timedelta64) -> np.ndarray:
+    """Times of the states of a window: ``start, start + Δt, …, start + hours`` (both ends)."""
+
+    if not hours >= 0:
+        raise ConfigError(f"the window length must be non-negative, got {hours} hours")
+    n = int(math.floor(np.timedelta64(int(round(hours * 3600)), "s") / time_step)) + 1
+    return _as_datetime(start) + np.arange(n) * time_step.astype("timedelta64[ns]")
+
+
+def compile_for(model, observations: ObservationSet, times: np.ndarray) -> CompiledObservations:
+    """Compile observations against a model's grid, channels, statistics and latent shape."""
+
+    return compile_observations(
+        observations, grid=model.grid, channels=list(model.channels.names), times=times,
+        mean=model.stats.mean, std=model.stats.std,
+        latent_shape=(model.spec.autoencoder.latent_channels, *model.spec.latent_shape),
+    )
+
+
+def _first_states(A: Callable, n: int) -> Callable:
+    """An operator of the first ``n`` states applied to a longer trajectory."""
+
+    return lambda z: A(z[:, :n])
 
 
 class Assimilator:
@@ -82,21 +107,12 @@ class Assimilator:
     def window(self, start, hours: float) -> np.ndarray:
         """Times of the states of a window: ``start, start + Δt, …, start + hours``."""
 
-        if not hours >= 0:
-            raise ConfigError(f"the window length must be non-negative, got {hours} hours")
-        dt = self.model.time_step
-        n = int(math.floor(np.timedelta64(int(round(hours * 3600)), "s") / dt)) + 1
-        return _as_datetime(start) + np.arange(n) * dt.astype("timedelta64[ns]")
+        return window_times(start, hours, self.model.time_step)
 
     def compile(self, observations: ObservationSet, times: np.ndarray) -> CompiledObservations:
         """Compile observations against the model and a window (clear errors on mismatch)."""
 
-        m = self.model
-        compiled = compile_observations(
-            observations, grid=m.grid, channels=list(m.channels.names), times=times,
-            mean=m.stats.mean, std=m.stats.std,
-            latent_shape=(m.spec.autoencoder.latent_channels, *m.spec.latent_shape),
-        )
+        compiled = compile_for(self.model, observations, times)
         if len(compiled) and torch.isnan(compiled.y).any():
             names = sorted({observations.observers[i].name for i in np.unique(compiled.observer_index[torch.isnan(compiled.y).numpy()])})
             raise ObservationError(
@@ -154,8 +170,7 @@ class Assimilator:
         denoiser = TrajectoryDenoiser(self.model.denoiser, layout, dates=dates, max_batch=self.max_batch)
         if A is not None and y is not None and y.numel():
             if L < length:  # observations were compiled for the L window states only
-                A_window = A
-                A = lambda z: A_window(z[:, :L])  # noqa: E731
+                A = _first_states(A, L)
             denoiser = self._guided(denoiser, A, y.to(self.device, torch.float32),
                                     cov_y.to(self.device, torch.float32), guidance)
         shape = self.model.latent_shape(length, members)
@@ -252,9 +267,8 @@ class Assimilator:
         if prior_only:
             log.info("no observations: sampling the prior")
         A = latent_observation_operator(self.model, compiled) if not prior_only else None
-        if A is not None and len(obs_times) < len(times):
-            A_obs, n_obs = A, len(obs_times)
-            A = lambda z: A_obs(z[:, :n_obs])  # noqa: E731
+        if A is not None and len(obs_times) < len(times):  # forecast: free states after the window
+            A = _first_states(A, len(obs_times))
         generator = torch.Generator(self.device).manual_seed(seed)
         z = self.sample_latent(times, members=members, A=A, y=compiled.y, cov_y=compiled.cov_y, mode=mode,
                                sampler=sampler, guidance=guidance, generator=generator,

@@ -42,13 +42,9 @@ def simulate(model, observations: ObservationSet, truth: xr.Dataset, times: np.n
              seed: int = 0) -> ObservationSet:
     """The observation set with values simulated from ``truth`` (noise drawn with ``seed``)."""
 
-    from appa_engine.observations.compile import compile_observations
+    from appa_engine.tasks.assimilator import compile_for
 
-    m = model
-    compiled = compile_observations(
-        observations, grid=m.grid, channels=list(m.channels.names), times=times, mean=m.stats.mean,
-        std=m.stats.std, latent_shape=(m.spec.autoencoder.latent_channels, *m.spec.latent_shape),
-    )
+    compiled = compile_for(model, observations, times)
     x = truth_window(model, truth, times)
     z = None
     if compiled.has_latent:
@@ -96,9 +92,9 @@ def make_scenario(model, truth: xr.Dataset, *, start, hours: int, stations: int 
     """A scenario with ``stations`` random stations (+ the paper's satellite), values from ``truth``."""
 
     from appa_engine.observations.scenario import GuidanceSettings, SamplerSettings, Scenario
-    from appa_engine.tasks.assimilator import Assimilator
+    from appa_engine.tasks.assimilator import window_times
 
-    times = Assimilator(model, device=model.device).window(start, hours)
+    times = window_times(start, hours, model.time_step)
     observers = []
     surface = [v for v in model.channels.surface_variables][:2]
     if stations:
