@@ -18,7 +18,13 @@ Everything is measured in one run, on one model, so that the ratios compare like
    dataset). On a GPU the full run (Appa's sampler: 32 predictor-corrector steps with 2
    corrections, 96 guided calls) is timed; on a CPU it would take far too long, so a DDIM run of
    ``1 + repeats`` steps is timed (step 1 is the warm-up) and the full run is estimated from it
-   (``--full-reanalysis yes`` runs it anyway).
+   (``--full-reanalysis yes`` runs it anyway);
+5. the app's case (issue #5: a 24-hour reanalysis, 8 members, DDIM 24 steps, MMPS with 1 CG
+   iteration, 200 random stations): the engine's MMPS against :class:`NaiveMMPS` (the formula as
+   written, the engine's code before the fused solver), side by side in one run: one guided call
+   (1 and 2 iterations) on the denoiser stack the Assimilator builds, with the unguided call for
+   scale, and whole runs through the Assimilator; the guided call against the number of torch
+   threads; and the two ways of computing the JVP of A (double backward, forward mode).
 
 The model is the default package (``load_model("default")``) when it is installed; otherwise a
 model of the ``default`` preset's architecture with random weights (speed does not depend on
@@ -30,11 +36,13 @@ Not a test::
     python bench/sampler.py --device cpu --threads 1 --repeats 5
     python bench/sampler.py --model path/to/package --full-reanalysis yes
     python bench/sampler.py --quick                  # tiny preset, seconds (smoke test)
+    python bench/sampler.py --sections 5             # only the app's case, naive vs fused
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -104,6 +112,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1,
                    help="untimed calls before each timed measurement")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, stations and noise")
+    p.add_argument("--sections", type=int, nargs="+", choices=(1, 2, 3, 4, 5),
+                   default=[1, 2, 3, 4, 5], help="which sections to run")
+    p.add_argument("--app-hours", type=float, default=24.0,
+                   help="section 5: reanalysis window, hours")
+    p.add_argument("--app-members", type=positive, default=8, help="section 5: members")
+    p.add_argument("--app-stations", type=int, default=200, help="section 5: random stations")
+    p.add_argument("--app-steps", type=positive, default=24, help="section 5: DDIM steps of a run")
+    p.add_argument("--app-runs", type=int, default=1,
+                   help="section 5: whole runs timed per code path (0: none)")
     args = p.parse_args(argv)
     if args.quick:
         args.model = "preset:tiny" if args.model == "default" else args.model
@@ -112,7 +129,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.states, args.reanalysis_members, args.reanalysis_stations = 6, 2, 20
         args.sampler, args.sampler_steps, args.full_reanalysis = "ddim", 2, "yes"
         args.threads = args.threads or 1  # on a shared, loaded machine 2 threads can be 10x slower
-    if min(args.stations) < 0 or args.reanalysis_stations < 0 or min(args.halos) < 0:
+        args.app_members, args.app_stations, args.app_steps = 2, 20, 3
+    if min(args.stations + [args.reanalysis_stations, args.app_stations] + args.halos) < 0:
         p.error("station counts and halos must be non-negative")
     if args.corrections < 0 or args.warmup < 0:
         p.error("--corrections and --warmup must be non-negative")
@@ -295,8 +313,9 @@ def section_guided(model, args, device) -> str:
     title = (f"1. One guided call against one unguided call, same batch: 1 member, {L} states "
              f"(1 blanket), 200 stations + 1 satellite = {case.N:,} observations, "
              f"sigma = {args.sigma:g}")
-    note = ("   An MMPS call = D forward + (iterations + 1) VJPs through D + A forward + "
-            "(iterations + 1) VJPs\n   and iterations JVPs (double backward) through A.")
+    note = ("   An MMPS call = D forward + iterations VJPs through D + A forward + iterations "
+            "VJPs and\n   iterations - 1 JVPs (double backward) through A, with CG (section 5 "
+            "compares it with the naive formula).")
     return table(("call", "ms", "x unguided"), rows, title=title) + "\n" + note
 
 
@@ -473,6 +492,258 @@ def section_reanalysis(model, args, device) -> str:
     return table(("run", "wall s", "x target", ""), rows, title=title) + "\n" + note
 
 
+# ----------------------------------------------------------------------------- naive MMPS
+class NaiveMMPS(torch.nn.Module):
+    r"""MMPS with the formula as written, for comparison only (the engine's code before the
+    fused solver): the plain CG or GMRES on :math:`(\Sigma_y + J \Sigma_x J^\top) u = y -
+    \mathcal{A}(\hat{x})`, :math:`J v` by double backward through a graph built at :math:`u = 0`,
+    then :math:`\hat{x} + \Sigma_x J^\top u` recomputed: :math:`m + 1` VJPs through D,
+    :math:`m + 2` through A (one building the double-backward graph) and :math:`m` JVPs."""
+
+    def __init__(self, denoiser, y, A, cov_y, *, iterations: int, solver: str = "cg"):
+        super().__init__()
+        self.denoiser, self.A, self.y, self.cov_y = denoiser, A, y, cov_y
+        self.iterations, self.solver = iterations, solver
+
+    def forward(self, x_t, sigma_t):
+        from appa_engine.diffusion.denoiser import expand_sigma
+        from appa_engine.diffusion.linalg import conjugate_gradient, gmres
+
+        sigma_t = expand_sigma(sigma_t, x_t)
+        var_t = (sigma_t**2).reshape((-1,) + (1,) * (x_t.ndim - 1))
+        grad = torch.autograd.grad
+        with torch.enable_grad():
+            x_t = x_t.detach().requires_grad_(True)
+            x_hat = self.denoiser(x_t, sigma_t)
+            x_A = x_hat.detach().requires_grad_(True)
+            y_hat = self.A(x_A)
+            u_0 = torch.zeros_like(y_hat, requires_grad=True)
+            (At_u_0,) = grad(y_hat, x_A, u_0, create_graph=True)
+
+            def A_T(u):
+                return grad(y_hat, x_A, u, retain_graph=True)[0]
+
+            def cov_x(v):
+                return var_t * grad(x_hat, x_t, v, retain_graph=True)[0]
+
+            def system(u):
+                return self.cov_y * u + grad(At_u_0, u_0, cov_x(A_T(u)), retain_graph=True)[0]
+
+            solve = conjugate_gradient if self.solver == "cg" else gmres
+            u = solve(system, self.y - y_hat.detach(), iterations=self.iterations)
+            return (x_hat.detach() + cov_x(A_T(u))).detach()
+
+
+def assimilators(model, device):
+    """``{"fused": the engine's Assimilator, "naive": the same with NaiveMMPS}``."""
+
+    from appa_engine.tasks.assimilator import Assimilator
+
+    class NaiveAssimilator(Assimilator):
+        def _guided(self, denoiser, A, y, cov_y, guidance):
+            if guidance.method != "mmps":
+                return super()._guided(denoiser, A, y, cov_y, guidance)
+            return NaiveMMPS(denoiser, y, A, cov_y, iterations=guidance.iterations,
+                             solver=guidance.solver)
+
+    return {"fused": Assimilator(model, device=device),
+            "naive": NaiveAssimilator(model, device=device)}
+
+
+def app_denoisers(engines, compiled, times: np.ndarray, *, members: int) -> dict:
+    """``{name: (denoiser, shape of z_t)}``: the unguided trajectory denoiser and MMPS around it
+    (naive and fused, 1 and 2 CG iterations), built as ``Assimilator.sample_latent`` does."""
+
+    from appa_engine.data.dates import date_features
+    from appa_engine.observations.scenario import GuidanceSettings
+    from appa_engine.sampling.blankets import BlanketLayout
+    from appa_engine.sampling.trajectory import TrajectoryDenoiser, latent_observation_operator
+
+    engine = engines["fused"]
+    model, device = engine.model, engine.device
+    L, K = len(times), model.blanket
+    length = max(L, K)  # a window shorter than a blanket is sampled as one blanket
+    full = times[0] + np.arange(length) * model.time_step.astype("timedelta64[ns]")
+    dates = torch.as_tensor(date_features(full), dtype=torch.float32, device=device)
+    plain = TrajectoryDenoiser(model.denoiser, BlanketLayout(length, K), dates=dates)
+    shape = model.latent_shape(length, members)
+    out = {"plain": (plain, shape)}
+    if not len(compiled):
+        return out
+    A_window = latent_observation_operator(model, compiled)
+
+    def A(z):
+        return A_window(z[:, :L])
+
+    y = compiled.y.to(device, torch.float32)
+    cov_y = compiled.cov_y.to(device, torch.float32)
+    for iterations in (1, 2):
+        for name in ("naive", "fused"):
+            guidance = GuidanceSettings(method="mmps", iterations=iterations)
+            out[f"{name} {iterations}"] = (engines[name]._guided(plain, A, y, cov_y, guidance),
+                                           shape)
+    return out
+
+
+def section_app(model, args, device) -> str:
+    """5. The app's case: the engine's (fused) MMPS against the naive formula, side by side."""
+
+    from appa_engine.observations.scenario import GuidanceSettings, SamplerSettings
+
+    dt = model.time_step.astype("timedelta64[ns]")
+    L = int(np.timedelta64(int(round(args.app_hours * 3600)), "s") // dt) + 1
+    times = window(model, L)
+    obs = observers(model, times, stations=args.app_stations, satellite=False, seed=args.seed)
+    compiled = compile_for(model, obs, times)
+    g = torch.Generator().manual_seed(args.seed)
+    truth = torch.randn((L, len(model.channels), *model.grid.shape), generator=g)
+    if len(compiled):
+        obs = compiled.with_values(compiled.simulate(truth.to(device), generator=args.seed))
+        compiled = compile_for(model, obs, times)  # now with values
+    engines = assimilators(model, device)
+    M = args.app_members
+    base = dict(start=str(times[0]), hours=args.app_hours, members=M, seed=args.seed)
+
+    def run(name: str, observations, *, steps: int) -> float:
+        """Wall time of a whole DDIM run with MMPS, 1 CG iteration."""
+        sync(device)
+        t0 = time.perf_counter()
+        engines[name].reanalysis(observations, **base,
+                                 sampler=SamplerSettings(name="ddim", steps=steps),
+                                 guidance=GuidanceSettings(method="mmps", iterations=1))
+        sync(device)
+        return time.perf_counter() - t0
+
+    # a. Per guided call, on the stack the Assimilator builds (blanket denoiser, padding to a
+    # blanket, observation operator), the variants called in turn in each round so that all
+    # see the same load.
+    variants = app_denoisers(engines, compiled, times, members=M)
+    gz = torch.Generator().manual_seed(args.seed)
+    z_t = (args.sigma * torch.randn(variants["plain"][1], generator=gz)).to(device)
+    sigma = torch.tensor(args.sigma, device=device)
+    timings: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+    with torch.no_grad():  # as under a sampler; guidance turns gradients on inside
+        for round_ in range(args.warmup + args.repeats):
+            for name, (denoiser, _) in variants.items():
+                sync(device)
+                t0, c0 = time.perf_counter(), time.process_time()
+                denoiser(z_t, sigma)
+                sync(device)
+                if round_ >= args.warmup:
+                    timings[name].append((time.perf_counter() - t0, time.process_time() - c0))
+    best = {name: min(t for t, _ in v) for name, v in timings.items()}
+    med = {name: float(np.median([t for t, _ in v])) for name, v in timings.items()}
+    cpu = {name: float(np.median([c for _, c in v])) for name, v in timings.items()}
+    rows = [("unguided (prior only)", 1e3 * best["plain"], 1e3 * med["plain"],
+             1e3 * cpu["plain"], 1.0, "")]
+    for iterations in (1, 2):
+        naive, fused = f"naive {iterations}", f"fused {iterations}"
+        rows.append((f"MMPS {iterations} CG it., naive formula", 1e3 * best[naive],
+                     1e3 * med[naive], 1e3 * cpu[naive], best[naive] / best["plain"], ""))
+        rows.append((f"MMPS {iterations} CG it., engine (fused)", 1e3 * best[fused],
+                     1e3 * med[fused], 1e3 * cpu[fused], best[fused] / best["plain"],
+                     f"{best[fused] / best[naive]:.2f}"))
+    N = len(compiled)
+    title = (f"5. The app's case: reanalysis of {args.app_hours:g} h ({L} states, sampled as "
+             f"{variants['plain'][1][1]}), {M} members, {args.app_stations} stations = {N:,} "
+             f"observations; one call at sigma = {args.sigma:g}, {args.repeats} rounds")
+    out = [table(("call", "best ms", "median ms", "cpu ms", "best x ungd", "fused/naive best"),
+                 rows, title=title)]
+    out.append("   Contention only slows a call down: 'best' is the least disturbed figure. "
+               "cpu = process CPU time\n   (all threads; with more than one thread it includes "
+               "OpenMP threads waiting for each other).")
+
+    # b. Whole runs, the app's setting (1 iteration), interleaved.
+    if args.app_runs > 0:
+        runs: dict[str, list[tuple[float, float]]] = {"naive": [], "fused": []}
+        for _ in range(args.warmup):  # first-call costs (allocations, caches) in both engines
+            for name in ("fused", "naive"):
+                run(name, obs, steps=1)
+        for _ in range(args.app_runs):
+            for name in ("fused", "naive"):
+                c0 = time.process_time()
+                wall = run(name, obs, steps=args.app_steps)
+                runs[name].append((wall, time.process_time() - c0))
+        naive, fused = (min(runs[n]) for n in ("naive", "fused"))
+        rows = [(f"naive formula, DDIM {args.app_steps} steps", naive[0], naive[1],
+                 naive[0] / args.target, ""),
+                (f"engine (fused), DDIM {args.app_steps} steps", fused[0], fused[1],
+                 fused[0] / args.target, f"{fused[0] / naive[0]:.2f}")]
+        out.append(table(("whole run (compile, sample, decode, dataset)", "wall s", "cpu s",
+                          "wall x target", "fused/naive wall"), rows,
+                         title=f"5b. Whole runs, MMPS 1 CG iteration, best of {args.app_runs}; "
+                               f"target {args.target:g} s"))
+
+    # c. Threads: the fused call with 1 .. torch's default number of threads.
+    default = torch.get_num_threads()
+    if device.type == "cpu" and default > 1:
+        rows = []
+        counts = sorted({1, max(1, default // 2), default})
+        fused = variants["fused 1"][0]
+        walls: dict[int, list[float]] = {n: [] for n in counts}
+        try:
+            with torch.no_grad():
+                for _ in range(args.repeats):
+                    for n in counts:
+                        torch.set_num_threads(n)
+                        t0 = time.perf_counter()
+                        fused(z_t, sigma)
+                        walls[n].append(time.perf_counter() - t0)
+        finally:
+            torch.set_num_threads(default)
+        rows = [(f"{n} thread{'s' if n > 1 else ''}", 1e3 * min(walls[n]),
+                 1e3 * float(np.median(walls[n]))) for n in counts]
+        out.append(table(("torch threads", "best ms per guided call", "median ms"), rows,
+                         title=f"5c. Guided call (1 CG iteration) against torch threads "
+                               f"(default {default}, {os.cpu_count()} logical cores)"))
+        out.append("   On a machine shared with other jobs, fewer threads than cores can be "
+                   "faster (OpenMP threads wait for each other).")
+
+    # d. The JVP of A: double backward (the engine) against forward mode.
+    if N:
+        from torch.autograd import forward_ad
+
+        from appa_engine.sampling.trajectory import latent_observation_operator
+
+        A = latent_observation_operator(model, compiled)
+        gz = torch.Generator().manual_seed(args.seed)
+        z = torch.randn(model.latent_shape(L, M), generator=gz).to(device)
+        v = torch.randn(z.shape, generator=gz).to(device)
+        u = torch.randn(M, N, generator=gz).to(device)
+        r = dict(device=device, repeats=args.repeats, warmup=args.warmup)
+
+        def double_backward():
+            with torch.enable_grad():
+                x = z.detach().requires_grad_(True)
+                y_hat = A(x)
+                w = u.detach().requires_grad_(True)
+                (At_w,) = torch.autograd.grad(y_hat, x, w, create_graph=True)
+                return torch.autograd.grad(At_w, w, v)[0]
+
+        def forward_mode():
+            with torch.enable_grad():
+                x = z.detach().requires_grad_(True)
+                torch.autograd.grad(A(x), x, u)  # the VJP MMPS needs anyway
+            with torch.no_grad(), forward_ad.dual_level():
+                return forward_ad.unpack_dual(A(forward_ad.make_dual(z, v))).tangent
+
+        try:
+            err = (double_backward() - forward_mode()).abs().max().item()
+            t_db = measure(double_backward, **r)
+            t_fm = measure(forward_mode, **r)
+            db, fm = min(t_db.times), min(t_fm.times)
+            rows = [("A forward + VJP (double-backward graph) + double backward", 1e3 * db, 1.0,
+                     ""),
+                    ("A forward + VJP, then forward-mode JVP (recomputes A)", 1e3 * fm, fm / db,
+                     f"{err:.1g}")]
+            out.append(table(("JVP of A", "best ms", "x double bwd", "max diff"), rows,
+                             title=f"5d. One VJP and one JVP of A ({M} x "
+                                   f"{len(compiled.state_indices)} decoded states)"))
+        except RuntimeError as e:  # an operator without forward-mode support
+            out.append(f"5d. forward-mode JVP of A not available: {e}")
+    return "\n".join(out)
+
+
 # ----------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     args = parse_args(argv)
@@ -499,7 +770,10 @@ def main(argv=None) -> int:
     print(f"  each figure: median of {args.repeats} after {args.warmup} warm-up call(s); float32",
           flush=True)
 
-    for section in (section_guided, section_scaling, section_decoding, section_reanalysis):
+    sections = (section_guided, section_scaling, section_decoding, section_reanalysis, section_app)
+    for number, section in enumerate(sections, start=1):
+        if number not in args.sections:
+            continue
         t0 = time.perf_counter()
         print(section(model, args, device), flush=True)
         print(f"   (this section took {time.perf_counter() - t0:.0f} s)", flush=True)

@@ -12,6 +12,27 @@ In exact arithmetic both return the exact solution after :math:`n` iterations fo
 :math:`n`-dimensional systems. With ``tol > 0`` they stop early once every item's residual
 satisfies :math:`\|b - A x\| \leq \mathrm{tol} \cdot \|b\|`.
 
+Mapped solves. Both return :math:`x = x_0 + \sum_k c_k d_k`, a combination of the directions
+:math:`d_k` the operator was applied to (CG's search directions :math:`p_k`, GMRES's Arnoldi basis
+:math:`v_k`). For any linear map :math:`W`, therefore,
+
+.. math:: W x = W x_0 + \sum_k c_k \, W d_k .
+
+When the products :math:`W d_k` come for free with :math:`A d_k` (in MMPS,
+:math:`A = \Sigma_y + J M J^\top` and :math:`W = M J^\top`, computed inside every product),
+:func:`conjugate_gradient_mapped` and :func:`gmres_mapped` accumulate :math:`W x` along the way and
+return :math:`(x, W x)`: :math:`W` is never applied to :math:`x`, and the numbers are the same up to
+rounding. Their operator maps a direction :math:`d` to a :class:`Product`. With :math:`x_0 = 0`
+its first call receives :math:`b` itself (the same tensor object), so that a caller can serve that
+product from work already done.
+
+CG uses :math:`A p_k` only in the step length :math:`\alpha_k = r_k^\top r_k / p_k^\top A p_k` and
+in the residual update :math:`r_{k+1} = r_k - \alpha_k A p_k`, and the last iteration needs no
+residual. When the operator gives :math:`p^\top A p` directly (for :math:`A = \Sigma_y + J M
+J^\top`, :math:`p^\top A p = p^\top \Sigma_y p + (J^\top p)^\top (M J^\top p)`, from vectors
+already at hand) and :math:`A p` as a deferred callable, :func:`conjugate_gradient_mapped` never
+evaluates the last :math:`A p`: one CG iteration then needs no product with :math:`J`.
+
 References:
     | Methods of Conjugate Gradients for Solving Linear Systems (Hestenes & Stiefel, 1952)
     | https://doi.org/10.6028/jres.049.044
@@ -24,11 +45,32 @@ References:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple, Union
 
 import torch
 from torch import Tensor
 
-__all__ = ["conjugate_gradient", "gmres"]
+__all__ = ["Product", "conjugate_gradient", "conjugate_gradient_mapped", "gmres", "gmres_mapped"]
+
+
+class Product(NamedTuple):
+    r"""A mapped operator's product with a direction :math:`d` of shape (B, ...).
+
+    Attributes:
+        Ad: :math:`A d`, with shape (B, ...), or a callable computing it on demand (the solvers
+            call it at most once, and only when they need it).
+        Wd: :math:`W d`, with shape (B, ...'), for the second linear map :math:`W`.
+        dAd: :math:`d^\top A d` per batch item, with shape (B,), or :py:`None` (then computed
+            from :math:`A d`).
+    """
+
+    Ad: Tensor | Callable[[], Tensor]
+    Wd: Tensor | None
+    dAd: Tensor | None = None
+
+
+#: A linear operator with a second linear map: ``d -> Product(A d, W d, d^T A d)``.
+MappedOperator = Callable[[Tensor], Union[Product, "tuple[Tensor, Tensor]"]]
 
 
 def _dot(u: Tensor, v: Tensor) -> Tensor:
@@ -49,6 +91,80 @@ def _safe_div(a: Tensor, b: Tensor) -> Tensor:
     nonzero = b != 0
     quotient = a / torch.where(nonzero, b, torch.ones_like(b))
     return torch.where(nonzero, quotient, torch.zeros_like(a))
+
+
+def _product(out: Product | tuple) -> tuple[Callable[[], Tensor], Tensor | None, Tensor | None]:
+    """``(A d on demand, W d, d^T A d or None)`` from an operator's output."""
+
+    out = Product(*out)
+    cache: list[Tensor] = []
+
+    def Ad() -> Tensor:
+        if not cache:
+            cache.append(out.Ad() if callable(out.Ad) else out.Ad)
+        return cache[0]
+
+    return Ad, out.Wd, out.dAd
+
+
+def _accumulate(acc: Tensor | None, c: Tensor, Wd: Tensor) -> Tensor:
+    """``acc + c * Wd`` per batch item (``acc`` None: zero)."""
+
+    term = _col(c, Wd) * Wd
+    return term if acc is None else acc + term
+
+
+def _check_iterations(iterations: int, mapped: bool) -> None:
+    if iterations < 0:
+        raise ValueError(f"iterations must be non-negative, got {iterations}.")
+    if mapped and iterations < 1:
+        raise ValueError(f"a mapped solve needs at least one iteration, got {iterations}.")
+
+
+def _cg(
+    A: MappedOperator, b: Tensor, x0: Tensor | None, iterations: int, tol: float, mapped: bool
+) -> tuple[Tensor, Tensor | None]:
+    """Conjugate gradient on ``A: p -> Product``; returns ``(x, W x)`` (``W x``: None unless
+    mapped)."""
+
+    _check_iterations(iterations, mapped)
+
+    if x0 is None:
+        x, Wx = torch.zeros_like(b), None
+        r = b  # never modified in place: the first direction is b itself
+    else:
+        Ax0, Wx, _ = _product(A(x0))
+        x = x0.clone()
+        r = b - Ax0()
+
+    threshold = tol**2 * _dot(b, b)
+    p = r
+    rr = _dot(r, r)
+
+    for i in range(iterations):
+        active = rr > threshold
+        # A mapped solve always makes the first product, so that W x has a shape.
+        if not (mapped and i == 0) and not bool(active.any()):
+            break
+
+        Ap, Wp, pAp = _product(A(p))
+        if pAp is None:
+            pAp = _dot(p, Ap())
+        alpha = torch.where(active, _safe_div(rr, pAp), torch.zeros_like(rr))
+
+        x = x + _col(alpha, x) * p
+        if mapped:
+            Wx = _accumulate(Wx, alpha, Wp)
+        if i == iterations - 1:  # the last residual is never used
+            break
+        r = r - _col(alpha, r) * Ap()
+
+        rr_new = _dot(r, r)
+        beta = _safe_div(rr_new, rr)
+        p = r + _col(beta, p) * p
+        rr = torch.where(active, rr_new, rr)
+
+    return x, Wx
 
 
 def conjugate_gradient(
@@ -75,74 +191,58 @@ def conjugate_gradient(
         The solutions :math:`x`, with shape (B, ...).
     """
 
-    if iterations < 0:
-        raise ValueError(f"iterations must be non-negative, got {iterations}.")
-
-    if x0 is None:
-        x = torch.zeros_like(b)
-        r = b.clone()
-    else:
-        x = x0.clone()
-        r = b - A(x)
-
-    threshold = tol**2 * _dot(b, b)
-    p = r.clone()
-    rr = _dot(r, r)
-
-    for _ in range(iterations):
-        active = rr > threshold
-        if not bool(active.any()):
-            break
-
-        Ap = A(p)
-        alpha = torch.where(active, _safe_div(rr, _dot(p, Ap)), torch.zeros_like(rr))
-
-        x = x + _col(alpha, x) * p
-        r = r - _col(alpha, r) * Ap
-
-        rr_new = _dot(r, r)
-        beta = _safe_div(rr_new, rr)
-        p = r + _col(beta, p) * p
-        rr = torch.where(active, rr_new, rr)
-
+    x, _ = _cg(lambda p: Product(A(p), None), b, x0, iterations, tol, mapped=False)
     return x
 
 
-def gmres(
-    A: Callable[[Tensor], Tensor],
+def conjugate_gradient_mapped(
+    A: MappedOperator,
     b: Tensor,
     *,
     x0: Tensor | None = None,
     iterations: int,
     tol: float = 0.0,
-) -> Tensor:
-    r"""Solves :math:`A x = b` with the generalized minimal residual method.
+) -> tuple[Tensor, Tensor]:
+    r"""Solves :math:`A x = b` with the conjugate gradient method and returns :math:`W x` too.
 
-    Builds an orthonormal basis :math:`V` of the Krylov space
-    :math:`\{r_0, A r_0, \dots, A^{m-1} r_0\}` (Arnoldi, modified Gram-Schmidt) and returns
-    :math:`x_0 + V y` with :math:`y` minimising :math:`\|r_0 - A V y\|`, via Givens rotations.
-    Stores :math:`m + 1` vectors of the shape of :math:`b`.
+    .. math:: x = x_0 + \sum_k \alpha_k p_k, \qquad W x = W x_0 + \sum_k \alpha_k \, W p_k
+
+    Same iterates as :func:`conjugate_gradient`; :math:`W` is never applied to :math:`x`.
+    With ``x0=None`` the first product is with ``b`` itself, and it is always made (even when
+    ``b`` already meets ``tol``).
 
     Arguments:
-        A: The linear operator, a callable mapping tensors of shape (B, ...) to (B, ...).
+        A: The operator ``p -> Product(A p, W p, p^T A p)`` (or ``(A p, W p)``): :math:`A` maps
+            (B, ...) to (B, ...), symmetric positive definite per item; :math:`W` is any linear
+            map of (B, ...) to (B, ...'). When it gives :math:`p^\top A p` and :math:`A p` as a
+            callable, the last iteration's :math:`A p` is never computed.
         b: The right-hand sides, with shape (B, ...).
         x0: The initial guesses, with shape (B, ...). Zeros if :py:`None`.
-        iterations: The maximum dimension :math:`m` of the Krylov space (matrix-vector products).
-        tol: The relative residual tolerance; the loop stops early when every item is below it.
-            0 runs all iterations.
+        iterations: The maximum number of iterations (products), at least 1.
+        tol: The relative residual tolerance (see :func:`conjugate_gradient`).
 
     Returns:
-        The solutions :math:`x`, with shape (B, ...).
+        The solutions :math:`x`, with shape (B, ...), and :math:`W x`, with shape (B, ...').
     """
 
-    if iterations < 0:
-        raise ValueError(f"iterations must be non-negative, got {iterations}.")
+    x, Wx = _cg(A, b, x0, iterations, tol, mapped=True)
+    assert Wx is not None
+    return x, Wx
+
+
+def _gmres(
+    A: MappedOperator, b: Tensor, x0: Tensor | None, iterations: int, tol: float, mapped: bool
+) -> tuple[Tensor, Tensor | None]:
+    """GMRES on ``A: v -> Product``; returns ``(x, W x)`` (``W x``: None unless mapped)."""
+
+    _check_iterations(iterations, mapped)
 
     if x0 is None:
-        x0 = torch.zeros_like(b)
-        r = b
+        x0, Wx0 = torch.zeros_like(b), None
+        r = b  # the first product is with b itself, rescaled afterwards (A is linear)
     else:
-        r = b - A(x0)
+        Ax0, Wx0, _ = _product(A(x0))
+        r = b - Ax0()
 
     B = b.shape[0]
     m = iterations
@@ -150,8 +250,10 @@ def gmres(
 
     beta = _dot(r, r).sqrt()  # (B,)
     threshold = tol * _dot(b, b).sqrt()
+    inv_beta = _safe_div(torch.ones_like(beta), beta)
 
-    V = [_col(_safe_div(torch.ones_like(beta), beta), r) * r]
+    V = [_col(inv_beta, r) * r]
+    WV: list[Tensor] = []  # W v_j, when mapped
     R = b.new_zeros(B, m + 1, m)  # Hessenberg matrix, made upper triangular by rotations
     cs = b.new_zeros(B, m)
     sn = b.new_zeros(B, m)
@@ -160,10 +262,19 @@ def gmres(
 
     k = 0
     for j in range(m):
-        if not bool((g[:, j].abs() > threshold).any()):
+        if not (mapped and j == 0) and not bool((g[:, j].abs() > threshold).any()):
             break
 
-        w = A(V[j])
+        if j == 0:  # A v_0 = A(r) / beta
+            Ar, Wv, _ = _product(A(r))
+            w = _col(inv_beta, r) * Ar()
+            if mapped:
+                Wv = _col(inv_beta, Wv) * Wv
+        else:
+            Av, Wv, _ = _product(A(V[j]))
+            w = Av()
+        if mapped:
+            WV.append(Wv)
         w_norm = _dot(w, w).sqrt()
 
         h = b.new_zeros(B, j + 2)
@@ -200,7 +311,7 @@ def gmres(
         k = j + 1
 
     if k == 0:
-        return x0.clone()
+        return x0.clone(), Wx0
 
     # Solve the k x k upper triangular system R y = g (zero pivots only after a breakdown,
     # where the matching g vanishes: they are replaced by ones).
@@ -212,8 +323,75 @@ def gmres(
     rhs = g[:, :k].to(dtype).unsqueeze(-1)
     y = torch.linalg.solve_triangular(R_k, rhs, upper=True).squeeze(-1).to(b.dtype)
 
-    x = x0
+    x, Wx = x0, Wx0
     for i in range(k):
         x = x + _col(y[:, i], x) * V[i]
+        if mapped:
+            Wx = _accumulate(Wx, y[:, i], WV[i])
 
+    return x, Wx
+
+
+def gmres(
+    A: Callable[[Tensor], Tensor],
+    b: Tensor,
+    *,
+    x0: Tensor | None = None,
+    iterations: int,
+    tol: float = 0.0,
+) -> Tensor:
+    r"""Solves :math:`A x = b` with the generalized minimal residual method.
+
+    Builds an orthonormal basis :math:`V` of the Krylov space
+    :math:`\{r_0, A r_0, \dots, A^{m-1} r_0\}` (Arnoldi, modified Gram-Schmidt) and returns
+    :math:`x_0 + V y` with :math:`y` minimising :math:`\|r_0 - A V y\|`, via Givens rotations.
+    Stores :math:`m + 1` vectors of the shape of :math:`b`.
+
+    Arguments:
+        A: The linear operator, a callable mapping tensors of shape (B, ...) to (B, ...).
+        b: The right-hand sides, with shape (B, ...).
+        x0: The initial guesses, with shape (B, ...). Zeros if :py:`None`.
+        iterations: The maximum dimension :math:`m` of the Krylov space (matrix-vector products).
+        tol: The relative residual tolerance; the loop stops early when every item is below it.
+            0 runs all iterations.
+
+    Returns:
+        The solutions :math:`x`, with shape (B, ...).
+    """
+
+    x, _ = _gmres(lambda v: Product(A(v), None), b, x0, iterations, tol, mapped=False)
     return x
+
+
+def gmres_mapped(
+    A: MappedOperator,
+    b: Tensor,
+    *,
+    x0: Tensor | None = None,
+    iterations: int,
+    tol: float = 0.0,
+) -> tuple[Tensor, Tensor]:
+    r"""Solves :math:`A x = b` with GMRES and returns :math:`W x` too.
+
+    .. math:: x = x_0 + \sum_j y_j v_j, \qquad W x = W x_0 + \sum_j y_j \, W v_j
+
+    Same iterates as :func:`gmres`; :math:`W` is never applied to :math:`x`. With ``x0=None``
+    the first product is with ``b`` itself (then divided by :math:`\|b\|`), and it is always
+    made.
+
+    Arguments:
+        A: The operator ``v -> Product(A v, W v)`` (or ``(A v, W v)``): :math:`A` maps (B, ...)
+            to (B, ...), invertible per item; :math:`W` is any linear map of (B, ...) to
+            (B, ...'). GMRES needs every :math:`A v` (a ``dAd`` given is not used).
+        b: The right-hand sides, with shape (B, ...).
+        x0: The initial guesses, with shape (B, ...). Zeros if :py:`None`.
+        iterations: The maximum dimension of the Krylov space (products), at least 1.
+        tol: The relative residual tolerance (see :func:`gmres`).
+
+    Returns:
+        The solutions :math:`x`, with shape (B, ...), and :math:`W x`, with shape (B, ...').
+    """
+
+    x, Wx = _gmres(A, b, x0, iterations, tol, mapped=True)
+    assert Wx is not None
+    return x, Wx

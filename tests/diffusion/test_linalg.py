@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from appa_engine.diffusion.linalg import conjugate_gradient, gmres
+from appa_engine.diffusion.linalg import (
+    Product,
+    conjugate_gradient,
+    conjugate_gradient_mapped,
+    gmres,
+    gmres_mapped,
+)
 
 B, SHAPE = 4, (3, 4)  # systems of size n = 12 on tensors of shape (B, 3, 4)
 n = 12
@@ -166,3 +172,98 @@ def test_zero_right_hand_side(solver):
 def test_negative_iterations_raise(solver):
     with pytest.raises(ValueError, match="non-negative"):
         solver(lambda v: v, torch.ones(1, 2), iterations=-1)
+
+
+# ----------------------------------------------------------------------------- mapped solves
+# W: a random linear map from (B, 3, 4) to (B, 7); the mapped solvers must return the same x as
+# the plain ones and W x, accumulated from the products W d_k only.
+PAIRS = [(conjugate_gradient, conjugate_gradient_mapped), (gmres, gmres_mapped)]
+
+
+def linear_map(generator: torch.Generator) -> torch.Tensor:
+    return torch.randn(B, 7, n, generator=generator, dtype=torch.float64)
+
+
+def apply(W: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return (W @ v.flatten(1).unsqueeze(-1)).squeeze(-1)
+
+
+def mapped(M: torch.Tensor, W: torch.Tensor, calls: list | None = None):
+    def A(d: torch.Tensor) -> Product:
+        if calls is not None:
+            calls.append(d)
+        return Product(matvec(M)(d), apply(W, d))
+
+    return A
+
+
+@pytest.mark.parametrize("plain, fused", PAIRS)
+@pytest.mark.parametrize("iterations", [1, 2, 5, n])
+def test_mapped_solvers_return_x_and_W_x(generator, plain, fused, iterations):
+    M = spd(generator) if plain is conjugate_gradient else nonsymmetric(generator)
+    W = linear_map(generator)
+    b = torch.randn(B, *SHAPE, generator=generator, dtype=torch.float64)
+    calls: list = []
+
+    x, Wx = fused(mapped(M, W, calls), b, iterations=iterations)
+
+    expected = plain(matvec(M), b, iterations=iterations)
+    torch.testing.assert_close(x, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(Wx, apply(W, x), rtol=1e-10, atol=1e-12)
+    assert Wx.shape == (B, 7)
+    assert len(calls) == iterations  # W was never applied to x
+    assert calls[0] is b  # the contract MMPS relies on: the first product is with b itself
+
+
+@pytest.mark.parametrize("plain, fused", PAIRS)
+def test_mapped_solvers_with_initial_guess_and_tolerance(generator, plain, fused):
+    M = torch.randn(B, n, n, generator=generator, dtype=torch.float64) / n
+    S = torch.eye(n, dtype=torch.float64) + 0.1 * (M @ M.mT)
+    W = linear_map(generator)
+    b = torch.randn(B, *SHAPE, generator=generator, dtype=torch.float64)
+    x0 = torch.randn(B, *SHAPE, generator=generator, dtype=torch.float64)
+
+    x, Wx = fused(mapped(S, W), b, x0=x0, iterations=n, tol=1e-6)
+
+    torch.testing.assert_close(x, plain(matvec(S), b, x0=x0, iterations=n, tol=1e-6))
+    torch.testing.assert_close(Wx, apply(W, x), rtol=1e-10, atol=1e-12)
+
+
+def test_mapped_cg_skips_the_last_product_when_given_the_curvature(generator):
+    # With p^T A p given and A p deferred, CG evaluates A p only for the residual updates:
+    # iterations - 1 times. The iterates are the same.
+    S = spd(generator)
+    W = linear_map(generator)
+    b = torch.randn(B, *SHAPE, generator=generator, dtype=torch.float64)
+
+    for iterations in (1, 3):
+        evaluated = []
+
+        def A(d):
+            def Ad():
+                evaluated.append(1)
+                return matvec(S)(d)
+
+            pAp = (d * matvec(S)(d)).flatten(1).sum(1)
+            return Product(Ad, apply(W, d), pAp)
+
+        x, Wx = conjugate_gradient_mapped(A, b, iterations=iterations)
+
+        assert len(evaluated) == iterations - 1
+        torch.testing.assert_close(x, conjugate_gradient(matvec(S), b, iterations=iterations))
+        torch.testing.assert_close(Wx, apply(W, x), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("plain, fused", PAIRS)
+def test_mapped_zero_right_hand_side(plain, fused):
+    b = torch.zeros(2, 5, dtype=torch.float64)
+    x, Wx = fused(lambda d: (2 * d, d[:, :3]), b, iterations=3, tol=1e-3)
+
+    assert torch.equal(x, torch.zeros_like(b))
+    assert torch.equal(Wx, torch.zeros(2, 3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("fused", [conjugate_gradient_mapped, gmres_mapped])
+def test_mapped_needs_one_iteration(fused):
+    with pytest.raises(ValueError, match="at least one iteration"):
+        fused(lambda d: (d, d), torch.ones(1, 2), iterations=0)

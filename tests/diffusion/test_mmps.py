@@ -13,12 +13,14 @@ errors below 5 standard errors.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
 
 from appa_engine.diffusion.gaussian import GaussianDenoiser, kalman_posterior
 from appa_engine.diffusion.guidance import MMPSDenoiser
+from appa_engine.diffusion.linalg import conjugate_gradient, gmres
 from appa_engine.diffusion.samplers import HeunSampler, PCSampler
 from appa_engine.diffusion.schedule import RectifiedSchedule
 from appa_engine.errors import ConfigError, ObservationError
@@ -253,3 +255,154 @@ def test_bad_inputs_raise():
         MMPSDenoiser(prior, y, lambda x: x[:, :3], 0.1)(x_t, 1.0)
     with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
         MMPSDenoiser(prior, y, A, 0.1)(x_t, 1.0)
+
+
+# ----------------------------------------------------------------------------- fused = naive
+# The library's MMPS accumulates Sigma_x J^T u inside the solver, builds the double-backward
+# graph at the first direction and skips CG's last residual product. Reference: the formula as
+# written, with the plain solvers, J v by double backward at u = 0 and Sigma_x J^T u recomputed
+# after the solve.
+def naive_mmps(denoiser, y, A, cov_y, x_t, sigma: float, *, iterations: int, solver: str):
+    grad = torch.autograd.grad
+    with torch.enable_grad():
+        x_t = x_t.detach().requires_grad_(True)
+        x_hat = denoiser(x_t, sigma)
+        x_A = x_hat.detach().requires_grad_(True)
+        y_hat = A(x_A)
+        u_0 = torch.zeros_like(y_hat, requires_grad=True)
+        (At_u_0,) = grad(y_hat, x_A, u_0, create_graph=True)
+
+        def A_T(u):
+            return grad(y_hat, x_A, u, retain_graph=True)[0]
+
+        def A_J(v):
+            return grad(At_u_0, u_0, v, retain_graph=True)[0]
+
+        def cov_x(v):
+            return sigma**2 * grad(x_hat, x_t, v, retain_graph=True)[0]
+
+        def system(u):
+            return cov_y * u + A_J(cov_x(A_T(u)))
+
+        solve = conjugate_gradient if solver == "cg" else gmres
+        u = solve(system, y - y_hat.detach(), iterations=iterations)
+        return (x_hat + cov_x(A_T(u))).detach()
+
+
+def counter() -> tuple[dict, Callable]:
+    """An identity whose backward passes (VJPs) and backward-of-backward passes (double
+    backward, i.e. JVPs) are counted in the returned dict."""
+
+    counts = {"vjp": 0, "jvp": 0}
+
+    class Identity(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.view_as(x)
+
+        @staticmethod
+        def backward(ctx, g):
+            counts["vjp"] += 1
+            return IdentityBackward.apply(g)
+
+    class IdentityBackward(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, g):
+            return g.view_as(g)
+
+        @staticmethod
+        def backward(ctx, v):
+            counts["jvp"] += 1
+            return Identity.apply(v)
+
+    return counts, Identity.apply
+
+
+class MLPDenoiser(torch.nn.Module):
+    """A small nonlinear denoiser (non-symmetric Jacobian), samples of shape (B, 6)."""
+
+    def __init__(self, generator, dtype):
+        super().__init__()
+        self.W1 = torch.randn(16, 6, generator=generator, dtype=dtype) / 6**0.5
+        self.W2 = torch.randn(6, 16, generator=generator, dtype=dtype) / 16**0.5
+
+    def forward(self, x_t, sigma_t):
+        sigma = torch.as_tensor(sigma_t, dtype=x_t.dtype).reshape(-1, 1)
+        return x_t / (1 + sigma**2) + torch.tanh(x_t @ self.W1.T) @ self.W2.T * sigma / (1 + sigma)
+
+
+def nonlinear_A(x):
+    columns = [x[:, 0] ** 2, torch.sin(x[:, 1]), x[:, 2] * x[:, 3], torch.exp(0.3 * x[:, 5]),
+               x[:, 4]]
+    return torch.stack(columns, 1)
+
+
+@pytest.mark.parametrize("solver", ["cg", "gmres"])
+@pytest.mark.parametrize("iterations", [1, 2, 3])
+def test_fused_mmps_equals_the_naive_formula(solver, iterations):
+    # float64: equal to 1e-10 of the correction's size. float32: both are compared with the
+    # float64 result; the fused path must be as accurate as the naive one (the system's
+    # conditioning, up to ~1e3 at sigma = 10, amplifies float32 rounding in both alike).
+    generator = torch.Generator().manual_seed(8)
+    denoiser = MLPDenoiser(generator, torch.float64)
+    y = torch.randn(5, generator=generator, dtype=torch.float64)
+    cov_y = 0.05 + 0.1 * torch.rand(5, generator=generator, dtype=torch.float64)
+    kw = dict(iterations=iterations, solver=solver)
+    guided = MMPSDenoiser(denoiser, y, nonlinear_A, cov_y, **kw)
+    denoiser32 = MLPDenoiser(generator, torch.float32)
+    denoiser32.W1, denoiser32.W2 = denoiser.W1.float(), denoiser.W2.float()
+    guided32 = MMPSDenoiser(denoiser32, y.float(), nonlinear_A, cov_y.float(), **kw)
+
+    for sigma in (0.1, 1.0, 10.0):
+        x_t = sigma * torch.randn(4, 6, generator=generator, dtype=torch.float64)
+        x_hat = denoiser(x_t, sigma)
+        expected = naive_mmps(denoiser, y, nonlinear_A, cov_y, x_t, sigma, **kw) - x_hat
+        scale = expected.abs().max().item()
+        assert scale > 1e-3
+        torch.testing.assert_close(guided(x_t, sigma) - x_hat, expected, rtol=0, atol=1e-10 * scale)
+
+        naive32 = naive_mmps(denoiser32, y.float(), nonlinear_A, cov_y.float(), x_t.float(),
+                             sigma, **kw)
+        error_naive = (naive32.double() - x_hat - expected).abs().max().item()
+        error_fused = (guided32(x_t.float(), sigma).double() - x_hat - expected).abs().max().item()
+        assert error_fused <= 2 * error_naive + 1e-6 * scale, (sigma, error_fused, error_naive)
+        assert error_fused <= 1e-3 * scale
+
+
+@pytest.mark.parametrize("solver, jvps", [("cg", lambda m: m - 1), ("gmres", lambda m: m)])
+@pytest.mark.parametrize("iterations", [1, 2, 3])
+def test_cost_of_a_guided_call(solver, jvps, iterations):
+    # Counted on the real autograd graph: m VJPs through the denoiser and through A, m - 1 JVPs
+    # through A with CG (m with GMRES). The naive formula makes m + 1, m + 2 (one with a
+    # double-backward graph) and m.
+    generator = torch.Generator().manual_seed(9)
+    denoiser = MLPDenoiser(generator, torch.float64)
+    y = torch.randn(5, generator=generator, dtype=torch.float64)
+    x_t = torch.randn(3, 6, generator=generator, dtype=torch.float64)
+
+    def run(method) -> tuple[dict, dict]:
+        (D_counts, D_id), (A_counts, A_id) = counter(), counter()
+
+        def D(x, sigma):
+            return denoiser(D_id(x), sigma)
+
+        def A(x):
+            return nonlinear_A(A_id(x))
+
+        method(D, A)
+        return D_counts, A_counts
+
+    def fused(D, A):
+        with torch.no_grad():
+            MMPSDenoiser(D, y, A, 0.1, iterations=iterations, solver=solver)(x_t, 0.5)
+
+    D_counts, A_counts = run(fused)
+    assert D_counts == {"vjp": iterations, "jvp": 0}
+    assert A_counts == {"vjp": iterations, "jvp": jvps(iterations)}
+
+    def naive(D, A):
+        naive_mmps(D, y, A, 0.1, x_t, 0.5, iterations=iterations, solver=solver)
+
+    D_counts, A_counts = run(naive)
+    assert D_counts == {"vjp": iterations + 1, "jvp": 0}
+    assert A_counts == {"vjp": iterations + 2, "jvp": iterations}

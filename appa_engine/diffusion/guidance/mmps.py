@@ -23,6 +23,28 @@ Jacobian of a conservative denoiser is symmetric), :math:`J_\mathcal{A}^\top u` 
 few conjugate gradient (or GMRES, for non-symmetric Jacobians) iterations. For a Gaussian prior and
 a linear :math:`\mathcal{A}` the estimate is exact once the solver has converged.
 
+Cost. Every saving below is exact (the same maths, different rounding).
+
+- Both solvers start from :math:`u_0 = 0` and return :math:`u = \sum_k c_k d_k`, a combination of
+  the directions :math:`d_k` the system was applied to, and every product computes
+  :math:`w_k = \Sigma_x J_\mathcal{A}^\top d_k` on its way: the correction is accumulated as
+  :math:`\Sigma_x J_\mathcal{A}^\top u = \sum_k c_k w_k`
+  (:func:`~appa_engine.diffusion.linalg.conjugate_gradient_mapped`) instead of being
+  recomputed, one VJP through the denoiser and one through :math:`\mathcal{A}` fewer.
+- :math:`J_\mathcal{A}^\top u` is linear in :math:`u`, so the graph that gives
+  :math:`J_\mathcal{A} v` by double backward can be built at the first direction
+  :math:`u = d_0 = y - \mathcal{A}(\hat{x})` rather than at 0: the same VJP also yields
+  :math:`J_\mathcal{A}^\top d_0`.
+- CG needs :math:`d^\top (\Sigma_y + J_\mathcal{A} \Sigma_x J_\mathcal{A}^\top) d
+  = d^\top \Sigma_y d + (J_\mathcal{A}^\top d)^\top w`, from vectors at hand, and the product
+  itself only to update the residual, which the last iteration does not need: with CG the
+  last JVP is never made, and one iteration needs no JVP (nor the double-backward graph) at all.
+
+With :math:`m` iterations a call costs one denoiser forward, one :math:`\mathcal{A}` forward,
+:math:`m` VJPs through the denoiser, :math:`m` VJPs through :math:`\mathcal{A}` and :math:`m - 1`
+JVPs through :math:`\mathcal{A}` with CG (:math:`m` with GMRES), against :math:`m + 1`,
+:math:`m + 2` and :math:`m` written naively.
+
 References:
     | Learning Diffusion Priors from Observations by Expectation Maximization
       (Rozet et al., 2024)
@@ -38,7 +60,7 @@ import torch
 from torch import Tensor, nn
 
 from appa_engine.diffusion.denoiser import Denoiser, expand_sigma
-from appa_engine.diffusion.linalg import conjugate_gradient, gmres
+from appa_engine.diffusion.linalg import Product, conjugate_gradient_mapped, gmres_mapped
 from appa_engine.errors import ConfigError, ObservationError
 
 __all__ = ["MMPSDenoiser", "check_observations"]
@@ -102,6 +124,13 @@ def check_prediction(y_hat: Tensor, y: Tensor) -> None:
             hint="A must map (B, ...) to (B, N) with N the number of observations.",
         )
 
+
+def _dot(u: Tensor, v: Tensor) -> Tensor:
+    """Inner products per batch item, shape (B,)."""
+
+    return (u * v).flatten(1).sum(dim=1)
+
+
 class MMPSDenoiser(nn.Module):
     r"""A denoiser guided by observations with moment matching posterior sampling.
 
@@ -110,8 +139,9 @@ class MMPSDenoiser(nn.Module):
               (y - \mathcal{A}(\hat{x})), \qquad \Sigma_x = \sigma^2 \partial \hat{x} / \partial x_t
 
     Usable wherever a denoiser is (any sampler). Each call costs one denoiser forward, one
-    :math:`\mathcal{A}` forward, ``iterations + 1`` VJPs through the denoiser and
-    ``iterations`` JVP/VJP pairs through :math:`\mathcal{A}`; graphs are freed on return.
+    :math:`\mathcal{A}` forward, ``iterations`` VJPs through the denoiser and through
+    :math:`\mathcal{A}`, and ``iterations - 1`` JVPs through :math:`\mathcal{A}` with CG
+    (``iterations`` with GMRES); see the module docstring. Graphs are freed on return.
 
     Arguments:
         denoiser: A differentiable denoiser ``(x_t, sigma_t, **cond) -> x_hat``.
@@ -180,30 +210,42 @@ class MMPSDenoiser(nn.Module):
             y_hat = self.A(x_hat_A)  # (B, N)
             check_prediction(y_hat, self.y)
 
-            # J_A^T u is linear in u; differentiating it w.r.t. u gives J_A v.
-            u_0 = torch.zeros_like(y_hat, requires_grad=True)
-            (At_u_0,) = torch.autograd.grad(y_hat, x_hat_A, u_0, create_graph=True)
+            innovation = self.y.to(y_hat) - y_hat.detach()  # y - A(x_hat), the first direction
+            cov_y = self.cov_y.to(y_hat)
+
+            # J_A^T u is linear in u: differentiating it w.r.t. u gives J_A v (double backward).
+            # Its graph is built at u = innovation, so that it also gives J_A^T innovation. One
+            # CG iteration needs nothing more from A (see the module docstring): no graph is
+            # built and A's is freed at once.
+            more = self.solver == "gmres" or self.iterations > 1
+            u_0 = innovation.detach().requires_grad_(more)
+            (At_u_0,) = torch.autograd.grad(y_hat, x_hat_A, u_0, retain_graph=more,
+                                            create_graph=more)
 
             def A_T(u: Tensor) -> Tensor:  # J_A^T u, (B, N) -> (B, ...)
+                if u is innovation:  # the solvers' first product (linalg's contract)
+                    return At_u_0.detach()
                 return torch.autograd.grad(y_hat, x_hat_A, u, retain_graph=True)[0]
 
             def A_J(v: Tensor) -> Tensor:  # J_A v, (B, ...) -> (B, N)
                 return torch.autograd.grad(At_u_0, u_0, v, retain_graph=True)[0]
 
-            def cov_x(v: Tensor, retain_graph: bool = True) -> Tensor:  # Sigma_x v
-                (vjp,) = torch.autograd.grad(x_hat, x_t, v, retain_graph=retain_graph)
+            def cov_x(v: Tensor) -> Tensor:  # Sigma_x v
+                (vjp,) = torch.autograd.grad(x_hat, x_t, v, retain_graph=True)
                 return var_t * vjp
 
-            cov_y = self.cov_y.to(y_hat)
+            def system(u: Tensor) -> Product:
+                # ((Sigma_y + J_A Sigma_x J_A^T) u on demand, Sigma_x J_A^T u, u^T (...) u) with
+                # u^T (Sigma_y + J_A Sigma_x J_A^T) u = u^T Sigma_y u + (J_A^T u)^T Sigma_x J_A^T u
+                q = A_T(u)
+                w = cov_x(q)
+                curvature = _dot(u, cov_y * u) + _dot(q, w)
+                return Product(lambda: cov_y * u + A_J(w), w, curvature)
 
-            def system(u: Tensor) -> Tensor:  # (Sigma_y + J_A Sigma_x J_A^T) u
-                return cov_y * u + A_J(cov_x(A_T(u)))
+            solve = conjugate_gradient_mapped if self.solver == "cg" else gmres_mapped
+            _, correction = solve(system, innovation, iterations=self.iterations)
 
-            innovation = self.y.to(y_hat) - y_hat.detach()
-            solve = conjugate_gradient if self.solver == "cg" else gmres
-            u = solve(system, innovation, iterations=self.iterations)
-
-            x_post = x_hat.detach() + cov_x(A_T(u), retain_graph=False)
+            x_post = x_hat.detach() + correction
 
         return x_post.detach()
 
