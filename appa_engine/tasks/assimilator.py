@@ -81,6 +81,14 @@ def _first_states(A: Callable, n: int) -> Callable:
     return lambda z: A(z[:, :n])
 
 
+def _scaled(progress: Progress | None, index: int, passes: int) -> Progress | None:
+    """Progress of pass ``index`` of ``passes`` equal sampling passes, reported over all of them."""
+
+    if progress is None:
+        return None
+    return lambda i, n: progress(index * n + i, passes * n)
+
+
 class Assimilator:
     """Posterior sampling of trajectories with a trained :class:`~appa_engine.model.AppaModel`.
 
@@ -270,13 +278,15 @@ class Assimilator:
         if A is not None and len(obs_times) < len(times):  # forecast: free states after the window
             A = _first_states(A, len(obs_times))
         generator = torch.Generator(self.device).manual_seed(seed)
+        passes = 2 if background and not prior_only else 1
         z = self.sample_latent(times, members=members, A=A, y=compiled.y, cov_y=compiled.cov_y, mode=mode,
                                sampler=sampler, guidance=guidance, generator=generator,
-                               progress=progress, cancel=cancel)
+                               progress=_scaled(progress, 0, passes), cancel=cancel)
         z_b = None
-        if background and not prior_only:
+        if passes == 2:  # the prior ensemble (same seed) whose observation equivalents give O - B
             z_b = self.sample_latent(times, members=members, mode=mode, sampler=sampler,
-                                     generator=torch.Generator(self.device).manual_seed(seed), cancel=cancel)
+                                     generator=torch.Generator(self.device).manual_seed(seed),
+                                     progress=_scaled(progress, 1, passes), cancel=cancel)
         return self._dataset(z, times, compiled, task=task, prior_only=prior_only, z_background=z_b,
                              n_obs_states=len(obs_times))
 

@@ -91,6 +91,16 @@ def test_progress_and_cancel(assim):
     assert calls == [1, 2]
 
 
+def test_progress_covers_the_background_pass(assim, stations):
+    """With ``background=True`` the prior ensemble is a second pass: progress runs over both."""
+
+    calls = []
+    ds = assim.reanalysis(stations, start=START, hours=12, members=1, sampler=FAST, background=True,
+                          progress=lambda i, n: calls.append((i, n)))
+    assert "obs_background" in ds
+    assert calls == [(i, 8) for i in range(1, 9)]
+
+
 def test_filter_and_forecasts(assim, stations):
     f = assim.filter(stations, start=START, hours=12, members=2, sampler=FAST)
     assert f.sizes["time"] == 1 and f["time"].values[0] == np.datetime64("2020-01-02T12", "ns")
