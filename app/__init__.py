@@ -11,3 +11,9 @@
 - :mod:`app.main`: :class:`~app.main.App` (one per browser session) and the import-safe entry
   point; :mod:`app.server`: serving (``appa serve``).
 """
+
+# Load pyproj's PROJ first: other wheels bundle their own PROJ, libcurl and OpenSSL (eccodes, loaded
+# when xarray guesses a file's engine through cfgrib; netCDF4). When theirs load first, pyproj
+# cannot create a CRS ("no database context") and the process aborts at exit ("double free or
+# corruption"): found by bisecting the test suite (a NetCDF export, then a served page).
+import pyproj  # noqa: E402,F401

@@ -1,9 +1,11 @@
 """Serving the app: one :class:`~app.main.App` per session, loopback by default, warmed at start.
 
 :func:`serve` is what ``appa serve`` calls. Each browser session gets its own app (a function is
-passed to :func:`panel.serve`, so sessions share nothing but the read-only truth on disk).
-:func:`warm` runs one datashader rasterization and one map resampling before the first visitor
-arrives, so that numba's compilation (1-3 s) does not stall the first page.
+passed to :func:`panel.serve`); sessions share the read-only truth on disk, the model (loaded once,
+before the first visitor arrives, by :func:`app.adapter.load_engine`) and the job queue in which
+their runs wait for the device (:func:`app.jobs.shared_queue`). :func:`warm` runs one datashader
+rasterization and one map resampling before the first visitor arrives, so that numba's
+compilation (1-3 s) does not stall the first page.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ def warm() -> None:
     import numpy as np
     from holoviews.operation.datashader import rasterize
 
-    from app import geo
+    from app import geo, plots
 
     t0 = time.perf_counter()
     image = hv.Image(np.random.default_rng(0).random((64, 64)), bounds=(-1, -1, 1, 1))
@@ -36,6 +38,7 @@ def warm() -> None:
     geo.project_lines(*geo.coastlines(), projection)
     geo.MapSampler(projection, np.linspace(80, -80, 9), np.arange(0, 360, 45.0), bounds=(-1e7, -1e7, 1e7, 1e7),
                    shape=(16, 16))
+    plots.warm_results()  # the meteogram's antialiased plume compiles its own kernels
     log.info("warmed datashader and the map geometry in %.1f s", time.perf_counter() - t0)
 
 
@@ -63,7 +66,9 @@ def serve(
 
     Arguments:
         truth: Truth dataset (zarr, NetCDF, GRIB) to show.
-        model: Model package, or None (the app says that no model is loaded).
+        model: Model package (or ``"default"``), or None (the app says that no model is loaded);
+            loaded here, so that a bad package fails before serving and the first visitor does
+            not wait.
         port: TCP port (0: any free port).
         address: Interface to bind; loopback unless told otherwise.
         allow_websocket_origin: Hosts (``host[:port]``) allowed to open the websocket, e.g. the
@@ -77,7 +82,9 @@ def serve(
 
     if truth is not None:
         adapter.open_truth(truth)  # fail now, with the reader's message, not in every session
-    adapter.describe_model(model)
+    if model is not None:
+        engine = adapter.load_engine(model)  # once per process: sessions share it
+        log.info("%s", engine.status.text)
     if warm_up:
         warm()
     origins = list(allow_websocket_origin or [])

@@ -11,6 +11,10 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
+# pyproj before eccodes/netCDF4, as the app does (see app/__init__.py): in the other order the process
+# aborts at exit ("double free or corruption") once a page has been served.
+import pyproj  # noqa: E402,F401
+
 import numpy as np
 import pytest
 

@@ -1,9 +1,11 @@
 """The app's state: :class:`param.Parameterized` classes, no Panel, no engine imports.
 
-- :class:`AppState`: one browser session (truth, globe, editor, model status);
+- :class:`AppState`: one browser session (truth, globe, editor, model, run, results);
 - :class:`TruthState`: the truth dataset and the slice shown;
 - :class:`GlobeState`: projection and point of view;
 - :class:`ObservationEditor`: observers, window, limits, and the edits on them;
+- :class:`RunState`: the run settings and the run in progress (a job in the shared queue);
+- :class:`ResultsState`: the output of the last run and what is selected in it;
 - drafts (:class:`StationsDraft`, :class:`ProfilesDraft`, :class:`SatelliteDraft`,
   :class:`TrackDraft`): the editable form of one observer each.
 
@@ -23,6 +25,8 @@ from app.state.drafts import (
 from app.state.editor import KIND_LABELS, ObservationEditor
 from app.state.globe import GlobeState
 from app.state.notice import Notice
+from app.state.results import ResultsState
+from app.state.run import RunState
 from app.state.session import AppState
 from app.state.truth import TruthState
 
@@ -39,6 +43,8 @@ __all__ = [
     "Window",
     "Footprint",
     "Notice",
+    "RunState",
+    "ResultsState",
     "DEFAULT_ERRORS",
     "KIND_LABELS",
 ]
