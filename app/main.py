@@ -1,5 +1,12 @@
 """The Appa Studio app: one :class:`App` per browser session.
 
+The page reads left to right as the user works: the sidebar holds the model, the run controls
+(*Run*, progress, queue position) and what the globe shows (the truth, or the results of the last
+run: layer, member, variable, level, time player); the globe is in the middle; the tabs hold the
+observation editor (where observers are drawn), the results (meteogram, scores, diagnostics,
+exports) and a short guide. When a run finishes the globe switches to its results and the
+*Results* tab opens.
+
 Serve it with ``appa serve --truth PATH`` (see :mod:`appa_engine.cli.serve`), or with Panel
 directly (``APPA_TRUTH=PATH panel serve app/main.py``); importing this module starts nothing.
 """
@@ -13,10 +20,12 @@ import holoviews as hv
 import panel as pn
 
 from app.state import AppState
-from app.views.about import AboutView, ResultsPlaceholder
-from app.views.controls import GlobeControls, ModelStatusView, TruthControls
+from app.views.about import AboutView
+from app.views.controls import GlobeControls, ModelStatusView, ViewControls
 from app.views.globe import GlobeView
 from app.views.observations import ObservationsView
+from app.views.results import ResultsView
+from app.views.run import RunControls
 
 __all__ = ["App", "create_app"]
 
@@ -39,14 +48,23 @@ class App(pn.viewable.Viewer):
         self.state = state if state is not None else AppState(truth=truth, model=model)
         self.globe = GlobeView(self.state)
         self.observations = ObservationsView(self.state)
-        self.results = ResultsPlaceholder(self.state)  # the run/results part replaces this tab
+        self.results = ResultsView(self.state)
+        self.run = RunControls(self.state)
         self.tabs = pn.Tabs(
             ("Observations", self.observations),
             ("Results", self.results),
             ("About", AboutView()),
             dynamic=False, sizing_mode="stretch_width", min_width=420,
         )
-        self.sidebar = [ModelStatusView(self.state), TruthControls(self.state.truth), GlobeControls(self.state.globe)]
+        self.sidebar = [ModelStatusView(self.state), self.run, ViewControls(self.state),
+                        GlobeControls(self.state.globe)]
+        self.state.results.param.watch(self._on_result, ["revision"])
+
+    def _on_result(self, *_events) -> None:
+        """A new result: show the Results tab (the state has switched the globe to it)."""
+
+        if self.state.results.available:
+            self.tabs.active = 1
 
     def __panel__(self):
         return pn.Row(pn.Column(*self.sidebar, width=300), self.globe, self.tabs, sizing_mode="stretch_width")

@@ -1,12 +1,10 @@
-"""The About and Results tabs (Results is filled by the run part of the app)."""
+"""The About tab: what the app does and how to use it."""
 
 from __future__ import annotations
 
 import panel as pn
 
-from app.state import AppState
-
-__all__ = ["AboutView", "ResultsPlaceholder"]
+__all__ = ["AboutView"]
 
 ABOUT = """
 ### Appa Studio
@@ -20,9 +18,21 @@ model learns the distribution of sequences of these latent states. Observations
 the sampler towards trajectories that agree with them (moment-matching posterior sampling), so that
 the ensemble spread shows what the observations leave uncertain.
 
-**Using the globe.** Turn it with the centre longitude/latitude sliders (or switch to the flat map);
-click to add a station to the network being edited, drag to move, select and press Backspace to
-delete. Satellites are set by their orbit; drawn tracks by pressing on the globe.
+**Using the app.**
+1. *Draw.* In the **Observations** tab add stations (click on the globe; drag to move; select and
+   press Backspace to delete), a preset network or a station file, satellites (set by their orbit)
+   and hand-drawn tracks (press on the globe). Their values are simulated from the truth, with noise.
+2. *Run.* Pick the task (reanalysis of the window, filtering, or a forecast), the number of members
+   and diffusion steps, and press **Run**. The job queues for the model (one at a time: your place
+   in the queue is shown), a progress bar follows the diffusion steps, and **Cancel** stops it.
+3. *Explore.* When the run is done the globe shows the **results**: the ensemble mean, its spread,
+   any member, the truth or the error (mean − truth), with a time player. Click on the globe for a
+   meteogram of that point; the **Results** tab also has score curves (RMSE, spread, CRPS,
+   spread–skill), the observation-space diagnostics (O−B, O−A) and exports (ensemble as zarr or
+   NetCDF, the scenario file that re-runs it with `appa assimilate --scenario`, a PNG of the globe).
+   Switch the sidebar back to **Truth (draw)** to edit the observers and run again.
+
+Turn the globe with the centre longitude/latitude sliders, or switch to the flat map.
 
 **References.**
 Andry, Lewin, Rozet, Rochman, Mangeleer, Pirlet, Faulx, Grégoire, Louppe (2025), *Appa: Bending
@@ -38,17 +48,3 @@ Appa Studio is MIT-licensed.
 class AboutView(pn.viewable.Viewer):
     def __panel__(self):
         return pn.pane.Markdown(ABOUT, sizing_mode="stretch_width", max_width=720)
-
-
-class ResultsPlaceholder(pn.viewable.Viewer):
-    """Where the posterior ensemble will be explored; says what is needed to get there."""
-
-    def __init__(self, state: AppState, **params):
-        super().__init__(**params)
-        self.state = state
-
-    def __panel__(self):
-        status = self.state.model
-        text = ("### Results\n\nRunning the guided sampler and exploring the ensemble (mean, spread, members, "
-                "scores against the truth) comes here.\n\n" + status.text)
-        return pn.pane.Markdown(text, sizing_mode="stretch_width", max_width=720)

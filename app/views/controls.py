@@ -1,4 +1,5 @@
-"""Sidebar controls: what truth is shown (variable, level, time player) and how the globe is seen."""
+"""Sidebar controls: what the globe shows (the truth, or a run's results: layer, member, variable,
+level, time player) and how the globe is seen."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import panel as pn
 from app.state import AppState, GlobeState, TruthState
 from app.views.base import NoticeAlert
 
-__all__ = ["TruthControls", "GlobeControls", "ModelStatusView"]
+__all__ = ["TruthControls", "ResultsControls", "ViewControls", "GlobeControls", "ModelStatusView"]
+
+#: Labels of the results layers, in the order of the buttons.
+LAYER_LABELS = {"Mean": "mean", "Spread": "spread", "Member": "member", "Truth": "truth", "Error": "error"}
 
 
 class TruthControls(pn.viewable.Viewer):
@@ -43,6 +47,119 @@ class TruthControls(pn.viewable.Viewer):
         return self._layout
 
 
+class ResultsControls(pn.viewable.Viewer):
+    """Layer (mean, spread, member, truth, error), member, variable, level and a time player over
+    the run's times."""
+
+    def __init__(self, state: AppState, **params):
+        super().__init__(**params)
+        self.results = r = state.results
+        self._layer = pn.widgets.RadioButtonGroup(name="Layer", options=self._layer_options(), value=r.layer,
+                                                  button_type="primary", button_style="outline",
+                                                  sizing_mode="stretch_width", margin=(5, 10))
+        self._layer.param.watch(self._pick_layer, "value")
+        # Not from_param: a one-member ensemble has bounds (0, 0), which Bokeh's slider refuses.
+        self._member = pn.widgets.IntSlider(name="Member", start=0, end=1, value=0, sizing_mode="stretch_width")
+        self._member.param.watch(self._pick_member, "value")
+        # Not from_param: when a new output changes the options, a linked Select would write its first
+        # option back into the state, over the variable and level the state has chosen.
+        self._variable = pn.widgets.Select(name="Variable", sizing_mode="stretch_width")
+        self._level = pn.widgets.Select(name="Level (hPa)", sizing_mode="stretch_width")
+        self._variable.param.watch(lambda event: self._pick("variable", event.new), "value")
+        self._level.param.watch(lambda event: self._pick("level", event.new), "value")
+        self._player = pn.widgets.Player.from_param(
+            r.param.time_index, name="Time", interval=800, loop_policy="loop", show_loop_controls=False,
+            sizing_mode="stretch_width", width_policy="max",
+        )
+        self._time = pn.pane.Markdown("", margin=(0, 10))
+        self._help = pn.pane.Markdown("", margin=(0, 10), styles={"color": "#666", "font-size": "0.85em"})
+        r.param.watch(self._update, ["layer", "member", "variable", "level", "revision", "output"])
+        r.param.watch(self._update_time, ["time_index"])  # a frame of the player: only the label
+        self._update()
+        self._layout = pn.Column(
+            pn.pane.Markdown("#### Layer", margin=(0, 10)), self._layer, self._member, self._help,
+            self._variable, self._level, self._player, self._time,
+            sizing_mode="stretch_width",
+        )
+
+    def _layer_options(self) -> dict[str, str]:
+        layers = list(self.results.layers) if self.results.available else ["mean"]
+        return {label: name for label, name in LAYER_LABELS.items() if name in layers}
+
+    def _pick_layer(self, event) -> None:
+        if event.new is not None and event.new != self.results.layer:
+            self.results.layer = event.new
+
+    def _pick(self, name: str, value) -> None:
+        if value is not None and value != getattr(self.results, name) and value in self.results.param[name].objects:
+            setattr(self.results, name, value)
+
+    def _pick_member(self, event) -> None:
+        if event.new is not None and event.new <= self.results.param.member.bounds[1]:
+            self.results.member = int(event.new)
+
+    def _update(self, *_events) -> None:
+        r = self.results
+        self._layer.param.update(options=self._layer_options(), value=r.layer)
+        last = r.param.member.bounds[1]
+        self._member.param.update(end=max(last, 1), value=r.member, disabled=last == 0,
+                                  visible=r.layer == "member")
+        self._variable.param.update(options=list(r.param.variable.objects), value=r.variable)
+        self._level.param.update(options=list(r.param.level.objects), value=r.level, disabled=not r.has_levels)
+        self._update_time()
+        self._help.object = {
+            "mean": "Mean of the ensemble members.",
+            "spread": "Standard deviation of the members: where the observations leave the weather uncertain.",
+            "member": "One trajectory of the ensemble.",
+            "truth": "The truth the observations were simulated from.",
+            "error": "Ensemble mean minus truth (red: too high, blue: too low).",
+        }[r.layer]
+
+    def _update_time(self, *_events) -> None:
+        r = self.results
+        self._time.object = f"**{r.time_label}**" if r.available else ""
+
+    def __panel__(self):
+        return self._layout
+
+
+class ViewControls(pn.viewable.Viewer):
+    """A *Truth / Results* switch (``state.view``) over the controls of what the globe shows;
+    *Results* is disabled until a run has finished."""
+
+    def __init__(self, state: AppState, **params):
+        super().__init__(**params)
+        self.state = state
+        self._switch = pn.widgets.RadioButtonGroup.from_param(
+            state.param.view, options={"Truth (draw)": "truth", "Results": "results"}, name="",
+            button_type="primary", sizing_mode="stretch_width",
+        )
+        self._waiting = pn.pane.Markdown("Results appear here once a run has finished.", margin=(0, 10),
+                                         styles={"color": "#666", "font-size": "0.85em"})
+        # Viewers have no `visible`: the layouts around them are shown or hidden.
+        self._truth = pn.Column(TruthControls(state.truth), margin=0, sizing_mode="stretch_width")
+        self._results = pn.Column(ResultsControls(state), margin=0, sizing_mode="stretch_width")
+        state.param.watch(self._update, ["view"])
+        state.results.param.watch(self._update, ["output", "revision"])
+        self._update()
+        self._layout = pn.Column(
+            pn.pane.Markdown("### Globe shows", margin=(0, 10)), self._switch, self._waiting,
+            self._truth, self._results,
+            sizing_mode="stretch_width",
+        )
+
+    def _update(self, *_events) -> None:
+        available = self.state.results.available
+        results = available and self.state.view == "results"
+        self._switch.disabled = not available
+        self._waiting.visible = not available
+        self._truth.visible = not results
+        self._results.visible = results
+
+    def __panel__(self):
+        return self._layout
+
+
 class GlobeControls(pn.viewable.Viewer):
     """Globe or flat map, the point of view, and the layers shown."""
 
@@ -58,7 +175,7 @@ class GlobeControls(pn.viewable.Viewer):
         self._lat = pn.widgets.FloatSlider.from_param(globe.param.central_latitude, name="Centre latitude (°N)",
                                                       throttled=True, sizing_mode="stretch_width")
         self._layers = [
-            pn.widgets.Checkbox.from_param(globe.param.show_field, name="Truth field"),
+            pn.widgets.Checkbox.from_param(globe.param.show_field, name="Field (truth or results)"),
             pn.widgets.Checkbox.from_param(globe.param.show_footprints, name="Swath footprints"),
             pn.widgets.Checkbox.from_param(globe.param.show_coastlines, name="Coastlines"),
             pn.widgets.Checkbox.from_param(globe.param.show_graticule, name="Graticule (30°)"),

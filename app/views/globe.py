@@ -1,9 +1,20 @@
-"""The globe: truth field, coastlines, graticule, observers, and the drawing tools.
+"""The globe: truth or results field, coastlines, graticule, observers, and the drawing tools.
 
-The plot is rebuilt when the projection, the point of view, the variable/level or the observer
-being edited change (its fixed geometry, coastlines and graticule, is projected for one point of
-view); the time and the observers' geometry update in place through
-:class:`holoviews.streams.Params` streams on ``truth.time_index`` and ``editor.revision``.
+It shows one of two views (``state.view``):
+
+- **truth**: the truth field and the drawing tools of the observer being edited;
+- **results**: a layer of the run's ensemble (mean, spread, a member, the truth, or the error
+  mean − truth, :meth:`~app.state.results.ResultsState.field`) with a colour range fixed over time
+  (diverging and centred on 0 for the error, sequential for the spread), the observers'
+  footprints, and a tap that picks the point of the meteogram
+  (:meth:`~app.state.results.ResultsState.select_point`), marked on the globe.
+
+The plot is rebuilt when the view, the projection, the point of view, the variable/level/layer or
+the observer being edited change (its fixed geometry, coastlines and graticule, is projected for
+one point of view); the time (and the member shown) and the observers' geometry update in place
+through :class:`holoviews.streams.Params` streams on ``truth.time_index`` (``results.time_index``
+and ``results.member``) and ``editor.revision``: a frame of the time player is one resampling of
+a 2-D field, not a new plot.
 
 Everything is drawn in map coordinates (see :mod:`app.plots`). Drawing: the stations of the
 network being edited are a point source with a ``PointDraw`` stream (click to add, drag to move,
@@ -43,7 +54,28 @@ _HINTS = {
     "track": "**Press and hold** to start a track, **tap** to add vertices, **press again** to finish it "
              "(Esc cancels). Drawing a new track replaces the old one.",
     "none": "Select or add an observer in the *Observations* tab to draw on the globe.",
+    "results": "**Click** on the globe for a meteogram of that point (*Results* tab). Switch the sidebar back "
+               "to **Truth (draw)** to edit the observers.",
 }
+
+#: Pixels of the field image per pixel of the plot's frame. A grid cell of the default model spans
+#: ~20 frame pixels, so half the resolution looks the same, and a frame of the time player sends
+#: 300 × 300 float32 values (360 kB) instead of 600 × 600 float64 (2.9 MB): measured on 2 loaded
+#: cores, the websocket send alone took ~0.3 s at full resolution. An explicit ratio also keeps
+#: hi-DPI browsers from asking for 4× the pixels.
+FIELD_PIXEL_RATIO = 0.5
+
+#: Titles of the results layers (the member's number is added).
+LAYER_TITLES = {
+    "mean": "Ensemble mean",
+    "spread": "Ensemble spread",
+    "member": "Member",
+    "truth": "Truth",
+    "error": "Error (mean − truth)",
+}
+#: Colour map of the spread (sequential from 0) and of the error (diverging around 0).
+SPREAD_CMAP = "YlOrRd"
+ERROR_CMAP = "RdBu_r"
 
 
 class GlobeView(pn.viewable.Viewer):
@@ -53,32 +85,56 @@ class GlobeView(pn.viewable.Viewer):
         super().__init__(**params)
         self.state = state
         self.size = size
+        self.rebuilds = 0  # plots built so far (a frame of the player must not add one)
         self._shown_ids: list[int] = []
         self._footprint_cache: tuple[int, list] | None = None
-        self._sampler_cache: tuple[tuple, geo.MapSampler] | None = None
+        self._sampler_cache: dict[tuple, geo.MapSampler] = {}
         self._title = pn.pane.Markdown("", margin=(0, 10), sizing_mode="stretch_width")
         self._pane = pn.pane.HoloViews(None, linked_axes=False, margin=0)
         self._box = pn.Column(self._pane, margin=0)  # sized to hold the frame, colour bar and toolbar
         self._projection = self.projection  # of the plot shown (drawn points are mapped back with it)
         self._hint = pn.pane.Markdown("", margin=(0, 10), styles={"color": "#555", "font-size": "0.92em"},
                                       sizing_mode="stretch_width")
-        self._notice = NoticeAlert(state.editor, "draw_notice")
-        g, t, e = state.globe, state.truth, state.editor
+        # Viewers have no `visible`: the layouts around them are shown or hidden.
+        self._notice = pn.Column(NoticeAlert(state.editor, "draw_notice"), margin=0, sizing_mode="stretch_width")
+        self._results_notice = pn.Column(NoticeAlert(state.results, "notice"), margin=0,
+                                         sizing_mode="stretch_width")
+        g, t, e, r = state.globe, state.truth, state.editor, state.results
         # Shared by every rebuilt plot (each plot subscribes while it is shown).
         self._time_stream = hv.streams.Params(t, ["time_index"])
+        self._frame_stream = hv.streams.Params(r, ["time_index", "member"])
+        self._point_stream = hv.streams.Params(r, ["point"])
         self._revision_stream = hv.streams.Params(e, ["revision"])
         g.param.watch(self._rebuild, ["projection", "central_longitude", "central_latitude", "show_field",
                                       "show_coastlines", "show_graticule", "show_footprints"])
-        t.param.watch(self._rebuild, ["dataset", "variable", "level"])
-        t.param.watch(self._update_title, ["time_index"])
-        e.param.watch(self._rebuild, ["active", "drafts"])
-        self._layout = pn.Column(self._title, self._box, self._notice, self._hint, margin=0)
+        state.param.watch(self._rebuild, ["view"])
+        t.param.watch(self._if_view("truth", self._rebuild), ["dataset", "variable", "level"])
+        t.param.watch(self._if_view("truth", self._update_title), ["time_index"])
+        e.param.watch(self._if_view("truth", self._rebuild), ["active", "drafts"])
+        r.param.watch(self._if_view("results", self._rebuild), ["revision", "layer", "variable", "level"])
+        r.param.watch(self._if_view("results", self._update_title), ["time_index", "member"])
+        self._layout = pn.Column(self._title, self._box, self._notice, self._results_notice, self._hint, margin=0)
         self._rebuild()
 
     def __panel__(self):
         return self._layout
 
     # -- helpers --------------------------------------------------------------------------------
+
+    @property
+    def view(self) -> str:
+        """What the globe shows: ``"results"`` when asked and a result exists, else ``"truth"``."""
+
+        return "results" if self.state.view == "results" and self.state.results.available else "truth"
+
+    def _if_view(self, view: str, fn):
+        """``fn``, called only while the globe shows ``view`` (for ``"results"``: while the results
+        view is asked for, so that a cleared result takes the globe back to the truth)."""
+
+        def guarded(*events):
+            if (self.state.view if view == "results" else self.view) == view:
+                fn(*events)
+        return guarded
 
     @property
     def projection(self):
@@ -95,17 +151,22 @@ class GlobeView(pn.viewable.Viewer):
         (x0, x1), (y0, y1) = projection.x_limits, projection.y_limits
         return (x0, y0, x1, y1), dict(frame_width=int(self.size * 1.1), frame_height=int(self.size * 0.55))
 
-    def _sampler(self, projection) -> geo.MapSampler | None:
-        grid = self.state.editor.grid
-        if grid is None:
-            return None
+    def _sampler(self, projection, latitude, longitude) -> geo.MapSampler:
+        """The resampler of a grid (latitudes, longitudes) onto the field image's pixels (cached)."""
+
         bounds, size = self._extent(projection)
-        shape = (int(size["frame_height"]), int(size["frame_width"]))
-        key = (str(projection.proj4_init), bounds, shape, grid.shape, grid.latitude[0], grid.longitude[0])
-        if self._sampler_cache is None or self._sampler_cache[0] != key:
-            self._sampler_cache = (key, geo.MapSampler(projection, grid.latitude, grid.longitude,
-                                                       bounds=bounds, shape=shape))
-        return self._sampler_cache[1]
+        shape = (round(size["frame_height"] * FIELD_PIXEL_RATIO), round(size["frame_width"] * FIELD_PIXEL_RATIO))
+        lat, lon = np.asarray(latitude, dtype=np.float64), np.asarray(longitude, dtype=np.float64)
+        key = (str(projection.proj4_init), bounds, shape, lat.tobytes(), lon.tobytes())
+        if key not in self._sampler_cache:
+            if len(self._sampler_cache) >= 4:
+                self._sampler_cache.clear()
+            self._sampler_cache[key] = geo.MapSampler(projection, lat, lon, bounds=bounds, shape=shape)
+        return self._sampler_cache[key]
+
+    def _editor_sampler(self, projection) -> geo.MapSampler | None:
+        grid = self.state.editor.grid
+        return None if grid is None else self._sampler(projection, grid.latitude, grid.longitude)
 
     def _footprints(self) -> list:
         editor = self.state.editor
@@ -114,6 +175,9 @@ class GlobeView(pn.viewable.Viewer):
         return self._footprint_cache[1]
 
     def _update_title(self, *_events) -> None:
+        if self.view == "results":
+            self._title.object = f"#### {self.results_title()}"
+            return
         t = self.state.truth
         if not t.loaded:
             self._title.object = "#### No truth loaded"
@@ -122,13 +186,28 @@ class GlobeView(pn.viewable.Viewer):
         level = f" at {t.level} hPa" if t.has_levels else ""
         self._title.object = f"#### {meta.long_name}{level} · {t.time_label}"
 
+    def results_title(self) -> str:
+        """What the results view shows, e.g. ``"Ensemble mean · Temperature 500 hPa · 2002-05-18 06:00 UTC"``."""
+
+        r = self.state.results
+        layer = LAYER_TITLES[r.layer] + (f" {r.member}" if r.layer == "member" else "")
+        level = f" {r.level} hPa" if r.has_levels else ""
+        return f"{layer} · {r.meta.long_name.capitalize()}{level} · {r.time_label}"
+
     # -- layers ---------------------------------------------------------------------------------
 
     def _field_layer(self, sampler):
         def field(time_index=None):
             t = self.state.truth
             meta = t.meta
-            return plots.field_image(t.field().values, sampler, label=meta.long_name, units=meta.units)
+            return _float32(plots.field_image(t.field().values, sampler, label=meta.long_name, units=meta.units))
+        return field
+
+    def _results_layer(self, sampler, *, label: str, units: str, shape: tuple[int, int]):
+        def field(time_index=None, member=None):
+            da = self.state.results.field()
+            values = np.full(shape, np.nan) if da is None else da.values  # None: cleared meanwhile
+            return _float32(plots.field_image(values, sampler, label=label, units=units))
         return field
 
     def _footprint_layer(self, sampler):
@@ -137,9 +216,8 @@ class GlobeView(pn.viewable.Viewer):
     def _lines_layer(self, projection):
         return lambda revision=None: plots.observer_lines(self._footprints(), projection)
 
-    def _points_layer(self, projection):
-        return lambda revision=None: plots.observer_points(self._footprints(), projection,
-                                                           skip=self.state.editor.active)
+    def _points_layer(self, projection, *, skip: str):
+        return lambda revision=None: plots.observer_points(self._footprints(), projection, skip=skip)
 
     def _editable_points(self, projection):
         def points(revision=None):
@@ -158,7 +236,18 @@ class GlobeView(pn.viewable.Viewer):
             return plots.editable_track(draft.lon, draft.lat, projection, color=draft.color)
         return track
 
-    # -- drawing callbacks ----------------------------------------------------------------------
+    def _marker_layer(self, projection):
+        """The point of the meteogram: a cross on the globe (nothing when it is on the far side)."""
+
+        def marker(point=None):
+            lon, lat = ([], []) if point is None else ([point[0]], [point[1]])
+            x, y, ok = geo.project_points(np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64),
+                                          projection)
+            return hv.Points((x[ok], y[ok]), kdims=["x", "y"]).opts(
+                marker="x", size=18, line_width=4, color="#111111", tools=[])
+        return marker
+
+    # -- drawing and tap callbacks --------------------------------------------------------------
 
     def _on_points(self, data=None, **_):
         if data is None:
@@ -177,36 +266,85 @@ class GlobeView(pn.viewable.Viewer):
             lon, lat, ok = geo.unproject(*paths[-1], self._projection)
             self.state.editor.set_track(lon, lat)  # NaN vertices (off the globe) are refused there
 
+    def _on_tap(self, x=None, y=None, **_):
+        if x is None or y is None or self.view != "results":
+            return
+        lon, lat, _ok = geo.unproject([x], [y], self._projection)
+        self.state.results.select_point(float(lon[0]), float(lat[0]))  # NaN off the globe: refused there
+
     # -- building -------------------------------------------------------------------------------
 
     def _rebuild(self, *_events) -> None:
+        self.rebuilds += 1
         self._footprint_cache = None
         self._update_title()
-        overlay = self._overlay()
+        results = self.view == "results"
+        overlay = self._overlay(results=results)
         _, size = self._extent(self._projection)
         # Room for the colour bar and the toolbar beside the frame.
         self._box.param.update(width=size["frame_width"] + 150, height=size["frame_height"] + 20)
         self._pane.object = overlay
-        draft = self.state.editor.active_draft
-        key = "stations" if isinstance(draft, StationsDraft) else "track" if isinstance(draft, TrackDraft) else "none"
+        self._notice.visible = not results
+        self._results_notice.visible = results
+        if results:
+            key = "results"
+        else:
+            draft = self.state.editor.active_draft
+            key = "stations" if isinstance(draft, StationsDraft) else "track" if isinstance(draft, TrackDraft) \
+                else "none"
         self._hint.object = _HINTS[key]
 
-    def _overlay(self):
+    def _truth_field(self, projection):
+        t = self.state.truth
+        sampler = self._editor_sampler(projection)
+        if not t.loaded or sampler is None:
+            return None
+        style = plots.field_style(t.variable)
+        meta = t.meta
+        field = hv.DynamicMap(self._field_layer(sampler), streams=[self._time_stream])
+        return rasterize(field, pixel_ratio=FIELD_PIXEL_RATIO).opts(
+            cmap=style.cmap, clim=t.value_range(symmetric=style.symmetric), colorbar=True,
+            clabel=f"{meta.long_name} ({plots.units_label(meta.units)})" if meta.units else meta.long_name,
+            colorbar_opts={"width": 12})
+
+    def _results_field(self, projection):
+        r = self.state.results
+        first = r.field()
+        if first is None:
+            return None
+        sampler = self._sampler(projection, first["latitude"].values, first["longitude"].values)
+        meta = r.meta
+        label = {"spread": f"Spread of {meta.long_name}", "error": f"Error in {meta.long_name}"}.get(
+            r.layer, meta.long_name)
+        units = plots.units_label(meta.units)
+        lo, hi = r.value_range()
+        if r.diverging:
+            cmap = ERROR_CMAP
+        elif r.layer == "spread":
+            cmap = SPREAD_CMAP
+        else:
+            style = plots.field_style(r.variable)
+            cmap = style.cmap
+            if style.symmetric:  # winds: centred on 0, as on the truth view
+                lo, hi = -max(abs(lo), abs(hi)), max(abs(lo), abs(hi))
+        field = hv.DynamicMap(self._results_layer(sampler, label=label, units=meta.units, shape=first.shape),
+                              streams=[self._frame_stream])
+        return rasterize(field, pixel_ratio=FIELD_PIXEL_RATIO).opts(
+            cmap=cmap, clim=(lo, hi), colorbar=True, clabel=f"{label} ({units})" if units else label,
+            colorbar_opts={"width": 12})
+
+    def _overlay(self, *, results: bool = False):
         state = self.state
-        g, t, e = state.globe, state.truth, state.editor
+        g, e = state.globe, state.editor
         projection = self._projection = self.projection
         bounds, size = self._extent(projection)
-        sampler = self._sampler(projection)
+        sampler = self._editor_sampler(projection)
         revision = self._revision_stream
         layers = []
-        if t.loaded and g.show_field and sampler is not None:
-            style = plots.field_style(t.variable)
-            meta = t.meta
-            field = hv.DynamicMap(self._field_layer(sampler), streams=[self._time_stream])
-            layers.append(rasterize(field).opts(
-                cmap=style.cmap, clim=t.value_range(symmetric=style.symmetric), colorbar=True,
-                clabel=f"{meta.long_name} ({plots.units_label(meta.units)})" if meta.units else meta.long_name,
-                colorbar_opts={"width": 12}))
+        if g.show_field:
+            field = self._results_field(projection) if results else self._truth_field(projection)
+            if field is not None:
+                layers.append(field)
         if g.show_footprints and sampler is not None:
             mask = hv.DynamicMap(self._footprint_layer(sampler), streams=[revision])
             # Already at the frame's resolution and rarely updated: no rasterization needed.
@@ -221,25 +359,33 @@ class GlobeView(pn.viewable.Viewer):
             layers.append(plots.line_layer(*geo.coastlines(), projection, color="#1a1a1a", width=1.0))
         layers.append(plots.outline(projection))
         layers.append(hv.DynamicMap(self._lines_layer(projection), streams=[revision]))
-        layers.append(hv.DynamicMap(self._points_layer(projection), streams=[revision]))
+        layers.append(hv.DynamicMap(self._points_layer(projection, skip="" if results else e.active),
+                                    streams=[revision]))
 
-        draft = e.active_draft
         active_tools = ["pan"]
-        if isinstance(draft, StationsDraft):
-            source = hv.DynamicMap(self._editable_points(projection), streams=[revision])
-            stream = hv.streams.PointDraw(source=source,
-                                          tooltip="Add, move (drag) or delete (Backspace) stations")
-            stream.add_subscriber(self._on_points)
-            layers.append(source)
-            active_tools = ["point_draw"]
-        elif isinstance(draft, TrackDraft):
-            source = hv.DynamicMap(self._editable_track(projection), streams=[revision])
-            stream = hv.streams.PolyDraw(source=source, num_objects=1, show_vertices=True,
-                                         vertex_style={"size": 8, "fill_color": "white", "line_color": draft.color},
-                                         tooltip="Draw a track")
-            stream.add_subscriber(self._on_track)
-            layers.append(source)
-            active_tools = ["poly_draw"]
+        if results:
+            marker = hv.DynamicMap(self._marker_layer(projection), streams=[self._point_stream])
+            tap = hv.streams.SingleTap(source=marker)
+            tap.add_subscriber(self._on_tap)
+            layers.append(marker)
+        else:
+            draft = e.active_draft
+            if isinstance(draft, StationsDraft):
+                source = hv.DynamicMap(self._editable_points(projection), streams=[revision])
+                stream = hv.streams.PointDraw(source=source,
+                                              tooltip="Add, move (drag) or delete (Backspace) stations")
+                stream.add_subscriber(self._on_points)
+                layers.append(source)
+                active_tools = ["point_draw"]
+            elif isinstance(draft, TrackDraft):
+                source = hv.DynamicMap(self._editable_track(projection), streams=[revision])
+                stream = hv.streams.PolyDraw(source=source, num_objects=1, show_vertices=True,
+                                             vertex_style={"size": 8, "fill_color": "white",
+                                                           "line_color": draft.color},
+                                             tooltip="Draw a track")
+                stream.add_subscriber(self._on_track)
+                layers.append(source)
+                active_tools = ["poly_draw"]
 
         x0, y0, x1, y1 = bounds
         return hv.Overlay(layers).collate().opts(
@@ -247,3 +393,9 @@ class GlobeView(pn.viewable.Viewer):
             default_tools=["save", "reset", "wheel_zoom", "pan"], active_tools=active_tools,
             bgcolor="white", show_grid=False, **size,
         )
+
+
+def _float32(image):
+    """The image with float32 values: half the bytes sent to the browser for every frame."""
+
+    return image.clone(image.data.astype(np.float32))

@@ -1,0 +1,206 @@
+"""The Results tab in a real browser (Debian's Chromium through Playwright).
+
+One server for the module (in-process, ``pn.serve(..., threaded=True)``) with the tiny trained
+model and its truth; the session starts with 20 random stations and runs once through the page's
+*Run* button. The tests tap the globe and check that the meteogram is drawn, and press the export
+buttons and open the files the browser downloads.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+
+import numpy as np
+import pytest
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.filterwarnings("ignore::PendingDeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:All-NaN slice encountered:RuntimeWarning"),
+    # Bokeh 3.9 calls DataFrame.reset_index(inplace=True), which pandas 3.1 deprecates.
+    pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.reset_index"),
+]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+TIMEOUT_MS = 90_000
+RUN_TIMEOUT = 120.0
+MEMBERS = 3
+
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (never `playwright install`)",
+                allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="the 'test' extra (playwright) is not installed")
+
+# Frames of the Bokeh plots in viewport pixels, with their map ranges (as in test_browser.py).
+FRAME_JS = """() => {
+  const out = []; const seen = new Set();
+  function walk(v) {
+    if (!v || seen.has(v)) return; seen.add(v);
+    if (v.frame && v.frame.bbox && v.canvas_view) {
+      const r = v.canvas_view.el.getBoundingClientRect();
+      out.push({left: r.left + v.frame.bbox.left, top: r.top + v.frame.bbox.top,
+                width: v.frame.bbox.width, height: v.frame.bbox.height,
+                x: [v.frame.x_range.start, v.frame.x_range.end], y: [v.frame.y_range.start, v.frame.y_range.end]});
+    }
+    for (const c of (v.child_views || [])) walk(c);
+  }
+  for (const v of Bokeh.index) walk(v);
+  return out;
+}"""
+
+
+@pytest.fixture(scope="module")
+def served(tiny_store, tiny_package):
+    """``(base_url, apps)``: the app with the tiny model on a free loopback port."""
+
+    import panel as pn
+
+    from app.main import App
+    from app.plots import warm_results
+    from app.server import warm
+
+    warm()
+    warm_results()
+    apps = []
+
+    def session():
+        app = App(truth=tiny_store, model=tiny_package)
+        app.state.editor.load_preset("random", 20, seed=0)
+        app.state.run.param.update(members=MEMBERS, steps=2)
+        apps.append(app)
+        return app.template()
+
+    server = pn.serve({"appa": session}, port=0, address="127.0.0.1", threaded=True, show=False)
+    for _ in range(200):
+        if server.server_id in pn.state._servers:
+            break
+        time.sleep(0.05)
+    port = pn.state._servers[server.server_id][0].port
+    yield f"http://127.0.0.1:{port}/appa", apps
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def _wait(page, predicate, timeout=30.0, step_ms=100):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if predicate():
+            return True
+        page.wait_for_timeout(step_ms)
+    return predicate()
+
+
+def _frames(page) -> list[dict]:
+    return page.evaluate(FRAME_JS)
+
+
+def _globe(page) -> dict:
+    """The globe's frame (the largest), scrolled into view."""
+
+    page.locator("canvas").first.scroll_into_view_if_needed()
+    return max(_frames(page), key=lambda f: f["width"] * f["height"])
+
+
+def _time_frames(page, times) -> list[dict]:
+    """Frames whose x axis spans the run's times (ms since 1970, as Bokeh's datetime axes)."""
+
+    return [f for f in _frames(page) if f["width"] > 0 and f["x"][0] <= times[0] + 1 and f["x"][1] >= times[-1] - 1
+            and f["x"][1] - f["x"][0] < 10 * (times[-1] - times[0] + 1)]
+
+
+@pytest.fixture(scope="module")
+def ran(chromium, served):
+    """``(page, app)`` after one run pressed in the page."""
+
+    url, apps = served
+    page = chromium.new_page(viewport={"width": 1500, "height": 950}, accept_downloads=True)
+    page.goto(url, timeout=TIMEOUT_MS)
+    page.locator("canvas").first.wait_for(timeout=TIMEOUT_MS)
+    assert _wait(page, lambda: len(_frames(page)) > 0)
+    app = apps[-1]
+    run = app.state.run
+    page.get_by_role("button", name="Run", exact=True).click()
+    assert _wait(page, lambda: run.status in ("done", "failed", "cancelled") and not run.busy, RUN_TIMEOUT), \
+        run.status_text
+    assert run.status == "done", run.notice
+    assert _wait(page, lambda: app.state.results.available and app.state.view == "results")
+    page.get_by_text("Ensemble mean ·").first.wait_for(timeout=20_000)
+    yield page, app
+    page.close()
+
+
+def test_tap_on_the_globe_shows_the_meteogram(ran):
+    from PIL import Image
+
+    page, app = ran
+    results = app.state.results
+    page.get_by_text("Click the globe").first.wait_for(timeout=10_000)
+    assert results.point is None
+    times = results.times.astype("datetime64[ms]").astype(np.float64)
+    before = _time_frames(page, times)
+    assert len(before) == 3  # the score panels
+    frame = _globe(page)
+    page.wait_for_timeout(500)
+    page.mouse.click(frame["left"] + 0.5 * frame["width"], frame["top"] + 0.5 * frame["height"])
+    assert _wait(page, lambda: results.point is not None), results.notice
+    hint = page.get_by_text("Grid cell nearest to the click")
+    hint.first.wait_for(timeout=20_000)
+    hint.first.scroll_into_view_if_needed()
+    # The meteogram is drawn: one more plot over the run's times, above the scores, with the plume.
+    assert _wait(page, lambda: len(_time_frames(page, times)) == 4, 20.0), _frames(page)
+    page.wait_for_timeout(1000)
+    f = min(_time_frames(page, times), key=lambda f: f["top"])
+    assert f["height"] > 150 and f["width"] > 250
+    clip = {"x": f["left"], "y": f["top"], "width": f["width"], "height": f["height"]}
+    image = np.asarray(Image.open(io.BytesIO(page.screenshot(clip=clip))).convert("RGB"), dtype=np.int64)
+    blue = (image[..., 2] > image[..., 0] + 40) & (image[..., 2] > 120)  # the Blues plume
+    dark = image.sum(axis=-1) < 150  # the truth line
+    assert blue.mean() > 0.005, f"no plume in the meteogram ({blue.mean():.2%} blue pixels)"
+    assert dark.sum() > 50, "no truth line in the meteogram"
+
+
+def test_ensemble_export_downloads_the_run(ran, tmp_path):
+    from app import adapter
+
+    page, app = ran
+    ds = app.state.results.dataset
+    with page.expect_download(timeout=60_000) as download:
+        page.get_by_role("button", name="Ensemble (zarr, zipped)").click()
+    path = tmp_path / download.value.suggested_filename
+    download.value.save_as(path)
+    assert path.name.endswith(".zarr.zip")
+    out = adapter.open_export(path)
+    assert out["temperature"].dims == ("member", "time", "level", "latitude", "longitude")
+    assert out["2m_temperature"].dims == ("member", "time", "latitude", "longitude")
+    assert out.sizes["member"] == MEMBERS
+    np.testing.assert_array_equal(out["time"].values, app.state.results.times)
+    np.testing.assert_array_equal(out["temperature"].values, ds["temperature"].values)
+    assert out.sizes["obs"] == ds.sizes["obs"] > 0
+
+
+def test_png_export_downloads_the_globe(ran, tmp_path):
+    from PIL import Image
+
+    page, app = ran
+    with page.expect_download(timeout=60_000) as download:
+        page.get_by_role("button", name="Globe view (PNG)").click()
+    path = tmp_path / download.value.suggested_filename
+    download.value.save_as(path)
+    assert path.name.startswith("appa-results-mean-") and path.suffix == ".png"
+    image = Image.open(path)
+    assert image.format == "PNG" and image.size[0] == 900
+    pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
+    assert len(np.unique(pixels // 8, axis=0)) > 50
