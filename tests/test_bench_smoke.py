@@ -172,3 +172,17 @@ def test_table_aligns_numbers_right_and_text_left(common):
 def test_cuda_without_gpu_is_a_clear_error(common):
     with pytest.raises(SystemExit, match="sees no CUDA GPU; use --device cpu"):
         common.resolve_device("cuda")
+
+
+@pytest.mark.slow
+def test_app_latency_quick_prints_its_figures(capsys, tiny_package, tiny_store):
+    """The app-latency benchmark end to end in Chromium on the tiny model (about a minute)."""
+
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("/usr/bin/chromium is missing: apt-get install chromium (never `playwright install`)")
+    bench = _load("app_latency")
+    assert bench.main(["--quick", "--model", str(tiny_package), "--truth", str(tiny_store)]) == 0
+    out = capsys.readouterr().out
+    for figure in ("page load", "first result", "frame switch"):
+        assert figure in out.lower(), figure
+    assert "20 s" in out and "200 ms" in out  # the targets are printed beside the figures
