@@ -7,11 +7,11 @@ and checks the server-side state of its session as well as what the page shows.
 from __future__ import annotations
 
 import io
-import os
-import time
 
 import numpy as np
 import pytest
+
+from tests.app.browser import FRAME_JS, TIMEOUT_MS, launch_chromium, playwright_or_skip, serve_sessions, wait
 
 pytestmark = [
     pytest.mark.browser,
@@ -21,88 +21,41 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:All-NaN slice encountered:RuntimeWarning"),
 ]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-TIMEOUT_MS = 90_000
 
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (never `playwright install`)",
-                allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="the 'test' extra (playwright) is not installed")
-
-# Frame geometry of the globe plot and its ranges, read from Bokeh's views.
-FRAME_JS = """() => {
-  const out = []; const seen = new Set();
-  function walk(v) {
-    if (!v || seen.has(v)) return; seen.add(v);
-    if (v.frame && v.frame.bbox && v.canvas_view) {
-      const r = v.canvas_view.el.getBoundingClientRect();
-      out.push({left: r.left + v.frame.bbox.left, top: r.top + v.frame.bbox.top,
-                width: v.frame.bbox.width, height: v.frame.bbox.height,
-                x: [v.frame.x_range.start, v.frame.x_range.end], y: [v.frame.y_range.start, v.frame.y_range.end]});
-    }
-    for (const c of (v.child_views || [])) walk(c);
-  }
-  for (const v of Bokeh.index) walk(v);
-  return out;
-}"""
-
+sync_api = playwright_or_skip()
 
 @pytest.fixture(scope="module")
 def served(truth_store):
     """``(base_url, apps)``: the app served on a free loopback port; ``apps`` lists each
     session's :class:`App` in the order the sessions opened."""
 
-    import panel as pn
-
     from app.main import App
     from app.server import warm
 
     warm()
-    apps = []
 
-    def session():
+    def make_app():
         app = App(truth=truth_store)
         app.state.editor.add_observer("stations")
-        apps.append(app)
-        return app.template()
+        return app
 
-    server = pn.serve({"appa": session}, port=0, address="127.0.0.1", threaded=True, show=False)
-    for _ in range(200):
-        if server.server_id in pn.state._servers:
-            break
-        time.sleep(0.05)
-    port = pn.state._servers[server.server_id][0].port
-    yield f"http://127.0.0.1:{port}/appa", apps
-    server.stop()
+    with serve_sessions(make_app) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
 def chromium():
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with launch_chromium(sync_api) as browser:
         yield browser
-        browser.close()
 
 
 def _open(browser, url):
     page = browser.new_page(viewport={"width": 1500, "height": 950})
     page.goto(url, timeout=TIMEOUT_MS)
     page.locator("canvas").first.wait_for(timeout=TIMEOUT_MS)
-    _wait(page, lambda: len(page.evaluate(FRAME_JS)) > 0)
+    wait(page, lambda: len(page.evaluate(FRAME_JS)) > 0)
     return page
 
-
-def _wait(page, predicate, timeout=30.0, step_ms=200):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if predicate():
-            return True
-        page.wait_for_timeout(step_ms)
-    return predicate()
 
 
 def _frame(page) -> dict:
@@ -151,7 +104,7 @@ def test_click_adds_station_at_the_clicked_point(page_a):
     frame = _frame(page)
     px, py = frame["left"] + 0.62 * frame["width"], frame["top"] + 0.40 * frame["height"]
     page.mouse.click(px, py)
-    assert _wait(page, lambda: draft.n_stations == 1), "the click did not reach the server"
+    assert wait(page, lambda: draft.n_stations == 1), "the click did not reach the server"
     g = app.state.globe
     projection = geo.make_projection(g.projection, central_longitude=g.central_longitude,
                                      central_latitude=g.central_latitude)
@@ -161,14 +114,14 @@ def test_click_adds_station_at_the_clicked_point(page_a):
     assert abs(((row["lon"] - lon[0] + 180) % 360) - 180) < 1.0 and abs(row["lat"] - lat[0]) < 1.0
     # The station table in the page shows it (longitudes shown in [-180, 180)).
     cells = page.locator(".tabulator-cell[tabulator-field='lat']")
-    assert _wait(page, lambda: cells.count() == 1)
+    assert wait(page, lambda: cells.count() == 1)
     assert abs(float(cells.first.inner_text()) - lat[0]) < 1.0
     lon_shown = float(page.locator(".tabulator-cell[tabulator-field='lon']").first.inner_text())
     assert abs(((lon_shown - lon[0] + 180) % 360) - 180) < 1.0
 
     # A click in a corner of the frame, off the globe's disk: refused and said so.
     page.mouse.click(frame["left"] + 4, frame["top"] + 4)
-    assert _wait(page, lambda: editor.draw_notice is not None)
+    assert wait(page, lambda: editor.draw_notice is not None)
     assert "off the globe" in editor.draw_notice.text
     assert draft.n_stations == 1
     page.get_by_text("off the globe").first.wait_for(timeout=10_000)
@@ -181,7 +134,7 @@ def test_invalid_upload_shows_an_error_and_the_app_keeps_working(page_a, tmp_pat
     bad = tmp_path / "bad.csv"
     bad.write_text("name,longitude,height\nA,4.35,10\n")
     page.locator("input[type='file'][accept='.csv,.geojson,.json']").set_input_files(str(bad))
-    assert _wait(page, lambda: editor.upload_notice is not None)
+    assert wait(page, lambda: editor.upload_notice is not None)
     assert editor.upload_notice.is_error and "lat" in editor.upload_notice.text
     page.get_by_text("has no lat column").first.wait_for(timeout=10_000)
     assert editor.labels == before
@@ -190,9 +143,9 @@ def test_invalid_upload_shows_an_error_and_the_app_keeps_working(page_a, tmp_pat
     draft = editor.active_draft
     n = draft.n_stations
     page.mouse.click(frame["left"] + 0.45 * frame["width"], frame["top"] + 0.55 * frame["height"])
-    assert _wait(page, lambda: draft.n_stations == n + 1), editor.draw_notice
+    assert wait(page, lambda: draft.n_stations == n + 1), editor.draw_notice
     page.get_by_role("button", name="+ Satellite").click()
-    assert _wait(page, lambda: editor.active == "satellite")
+    assert wait(page, lambda: editor.active == "satellite")
     editor_draft = editor.active_draft
     assert editor_draft.kind == "satellite_swath" and editor.n_observations() > 0
 
@@ -208,7 +161,7 @@ def test_two_sessions_do_not_share_stations(page_a, chromium, served):
     assert draft_b.n_stations == 0
     frame = _frame(page_b)
     page_b.mouse.click(frame["left"] + 0.5 * frame["width"], frame["top"] + 0.5 * frame["height"])
-    assert _wait(page_b, lambda: draft_b.n_stations == 1)
+    assert wait(page_b, lambda: draft_b.n_stations == 1)
     page.wait_for_timeout(500)
     assert app_a.state.editor.draft("stations").n_stations == n_a
     assert app_b.state.editor.labels == ["stations"]  # B sees none of A's observers

@@ -9,11 +9,11 @@ buttons and open the files the browser downloads.
 from __future__ import annotations
 
 import io
-import os
-import time
 
 import numpy as np
 import pytest
+
+from tests.app.browser import FRAME_JS, TIMEOUT_MS, launch_chromium, playwright_or_skip, serve_sessions, wait
 
 pytestmark = [
     pytest.mark.browser,
@@ -23,43 +23,14 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.reset_index"),
 ]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-TIMEOUT_MS = 90_000
 RUN_TIMEOUT = 120.0
 MEMBERS = 3
 
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (never `playwright install`)",
-                allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="the 'test' extra (playwright) is not installed")
-
-# Frames of the Bokeh plots in viewport pixels, with their map ranges (as in test_browser.py).
-FRAME_JS = """() => {
-  const out = []; const seen = new Set();
-  function walk(v) {
-    if (!v || seen.has(v)) return; seen.add(v);
-    if (v.frame && v.frame.bbox && v.canvas_view) {
-      const r = v.canvas_view.el.getBoundingClientRect();
-      out.push({left: r.left + v.frame.bbox.left, top: r.top + v.frame.bbox.top,
-                width: v.frame.bbox.width, height: v.frame.bbox.height,
-                x: [v.frame.x_range.start, v.frame.x_range.end], y: [v.frame.y_range.start, v.frame.y_range.end]});
-    }
-    for (const c of (v.child_views || [])) walk(c);
-  }
-  for (const v of Bokeh.index) walk(v);
-  return out;
-}"""
-
+sync_api = playwright_or_skip()
 
 @pytest.fixture(scope="module")
 def served(tiny_store, tiny_package):
     """``(base_url, apps)``: the app with the tiny model on a free loopback port."""
-
-    import panel as pn
 
     from app.main import App
     from app.plots import warm_results
@@ -67,40 +38,22 @@ def served(tiny_store, tiny_package):
 
     warm()
     warm_results()
-    apps = []
 
-    def session():
+    def make_app():
         app = App(truth=tiny_store, model=tiny_package)
         app.state.editor.load_preset("random", 20, seed=0)
         app.state.run.param.update(members=MEMBERS, steps=2)
-        apps.append(app)
-        return app.template()
+        return app
 
-    server = pn.serve({"appa": session}, port=0, address="127.0.0.1", threaded=True, show=False)
-    for _ in range(200):
-        if server.server_id in pn.state._servers:
-            break
-        time.sleep(0.05)
-    port = pn.state._servers[server.server_id][0].port
-    yield f"http://127.0.0.1:{port}/appa", apps
-    server.stop()
+    with serve_sessions(make_app) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
 def chromium():
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with launch_chromium(sync_api) as browser:
         yield browser
-        browser.close()
 
-
-def _wait(page, predicate, timeout=30.0, step_ms=100):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if predicate():
-            return True
-        page.wait_for_timeout(step_ms)
-    return predicate()
 
 
 def _frames(page) -> list[dict]:
@@ -129,14 +82,14 @@ def ran(chromium, served):
     page = chromium.new_page(viewport={"width": 1500, "height": 950}, accept_downloads=True)
     page.goto(url, timeout=TIMEOUT_MS)
     page.locator("canvas").first.wait_for(timeout=TIMEOUT_MS)
-    assert _wait(page, lambda: len(_frames(page)) > 0)
+    assert wait(page, lambda: len(_frames(page)) > 0)
     app = apps[-1]
     run = app.state.run
     page.get_by_role("button", name="Run", exact=True).click()
-    assert _wait(page, lambda: run.status in ("done", "failed", "cancelled") and not run.busy, RUN_TIMEOUT), \
+    assert wait(page, lambda: run.status in ("done", "failed", "cancelled") and not run.busy, RUN_TIMEOUT), \
         run.status_text
     assert run.status == "done", run.notice
-    assert _wait(page, lambda: app.state.results.available and app.state.view == "results")
+    assert wait(page, lambda: app.state.results.available and app.state.view == "results")
     page.get_by_text("Ensemble mean ·").first.wait_for(timeout=20_000)
     yield page, app
     page.close()
@@ -155,12 +108,12 @@ def test_tap_on_the_globe_shows_the_meteogram(ran):
     frame = _globe(page)
     page.wait_for_timeout(500)
     page.mouse.click(frame["left"] + 0.5 * frame["width"], frame["top"] + 0.5 * frame["height"])
-    assert _wait(page, lambda: results.point is not None), results.notice
+    assert wait(page, lambda: results.point is not None), results.notice
     hint = page.get_by_text("Grid cell nearest to the click")
     hint.first.wait_for(timeout=20_000)
     hint.first.scroll_into_view_if_needed()
     # The meteogram is drawn: one more plot over the run's times, above the scores, with the plume.
-    assert _wait(page, lambda: len(_time_frames(page, times)) == 4, 20.0), _frames(page)
+    assert wait(page, lambda: len(_time_frames(page, times)) == 4, 20.0), _frames(page)
     page.wait_for_timeout(1000)
     f = min(_time_frames(page, times), key=lambda f: f["top"])
     assert f["height"] > 150 and f["width"] > 250

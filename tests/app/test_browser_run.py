@@ -10,12 +10,12 @@ state of their session.
 from __future__ import annotations
 
 import io
-import os
 import re
-import time
 
 import numpy as np
 import pytest
+
+from tests.app.browser import FRAME_JS, TIMEOUT_MS, launch_chromium, playwright_or_skip, serve_sessions, wait
 
 pytestmark = [
     pytest.mark.browser,
@@ -23,73 +23,34 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:All-NaN slice encountered:RuntimeWarning"),
 ]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-TIMEOUT_MS = 90_000
 RUN_TIMEOUT = 120.0  # s: a tiny run takes a few seconds, a loaded machine may stretch it
 
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (never `playwright install`)",
-                allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="the 'test' extra (playwright) is not installed")
-
-# Frame geometry of the plots in the page (and their model ids), read from Bokeh's views.
-FRAME_JS = """() => {
-  const out = []; const seen = new Set();
-  function walk(v) {
-    if (!v || seen.has(v)) return; seen.add(v);
-    if (v.frame && v.frame.bbox && v.canvas_view && v.el.isConnected) {
-      const r = v.canvas_view.el.getBoundingClientRect();
-      out.push({id: v.model.id, left: r.left + v.frame.bbox.left, top: r.top + v.frame.bbox.top,
-                width: v.frame.bbox.width, height: v.frame.bbox.height,
-                x: [v.frame.x_range.start, v.frame.x_range.end], y: [v.frame.y_range.start, v.frame.y_range.end]});
-    }
-    for (const c of (v.child_views || [])) walk(c);
-  }
-  for (const v of Bokeh.index) walk(v);
-  return out;
-}"""
-
+sync_api = playwright_or_skip()
 
 @pytest.fixture(scope="module")
 def served(tiny_store, tiny_package):
     """``(base_url, apps)``: the app with the tiny model on a free loopback port; ``apps`` lists
     each session's :class:`App` in the order the sessions opened."""
 
-    import panel as pn
-
     from app.main import App
     from app.server import warm
 
     warm()
-    apps = []
 
-    def session():
+    def make_app():
         app = App(truth=tiny_store, model=tiny_package)
         app.state.editor.load_preset("random", 20, seed=0)
         app.state.run.param.update(members=2, steps=4)
-        apps.append(app)
-        return app.template()
+        return app
 
-    server = pn.serve({"appa": session}, port=0, address="127.0.0.1", threaded=True, show=False)
-    for _ in range(200):
-        if server.server_id in pn.state._servers:
-            break
-        time.sleep(0.05)
-    port = pn.state._servers[server.server_id][0].port
-    yield f"http://127.0.0.1:{port}/appa", apps
-    server.stop()
+    with serve_sessions(make_app) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
 def chromium():
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with launch_chromium(sync_api) as browser:
         yield browser
-        browser.close()
 
 
 def _open(browser, served):
@@ -97,17 +58,9 @@ def _open(browser, served):
     page = browser.new_page(viewport={"width": 1500, "height": 950})
     page.goto(url, timeout=TIMEOUT_MS)
     page.locator("canvas").first.wait_for(timeout=TIMEOUT_MS)
-    _wait(page, lambda: len(page.evaluate(FRAME_JS)) > 0)
+    wait(page, lambda: len(page.evaluate(FRAME_JS)) > 0)
     return page, apps[-1]
 
-
-def _wait(page, predicate, timeout=30.0, step_ms=100):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if predicate():
-            return True
-        page.wait_for_timeout(step_ms)
-    return predicate()
 
 
 def _frame(page) -> dict:
@@ -129,7 +82,7 @@ def _wait_new_plot(page, old_id: str, timeout=30.0) -> bool:
     """Wait until the globe's plot in the page is another one than ``old_id`` (it was rebuilt),
     then for it to be drawn."""
 
-    ok = _wait(page, lambda: _frame(page)["id"] != old_id, timeout)
+    ok = wait(page, lambda: _frame(page)["id"] != old_id, timeout)
     page.wait_for_timeout(500)
     return ok
 
@@ -180,7 +133,7 @@ def _button(page, name: str):
 def _settle(page, predicate, timeout=10.0) -> bool:
     """Wait for ``predicate`` then for the page to redraw."""
 
-    ok = _wait(page, predicate, timeout)
+    ok = wait(page, predicate, timeout)
     page.wait_for_timeout(600)
     return ok
 
@@ -189,11 +142,11 @@ def _run_and_wait(page, app, timeout=RUN_TIMEOUT) -> None:
     run = app.state.run
     revision, job = app.state.results.revision, run.job
     _button(page, "Run").click()
-    assert _wait(page, lambda: run.job is not job, 20.0), "the click did not start a run"
-    assert _wait(page, lambda: run.job.is_finished and not run.busy and run.status == run.job.status, timeout), \
+    assert wait(page, lambda: run.job is not job, 20.0), "the click did not start a run"
+    assert wait(page, lambda: run.job.is_finished and not run.busy and run.status == run.job.status, timeout), \
         f"the run did not finish: {run.status} {run.status_text}"
     assert run.status == "done", run.notice
-    assert _wait(page, lambda: app.state.results.revision > revision)
+    assert wait(page, lambda: app.state.results.revision > revision)
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +189,7 @@ def test_player_advances_frames_without_rebuilding_the_plot(page_a):
     before = _globe_pixels(page)
     index = results.time_index
     page.locator("button.next").locator("visible=true").first.click()
-    assert _wait(page, lambda: results.time_index == index + 1), "the player's step did not reach the server"
+    assert wait(page, lambda: results.time_index == index + 1), "the player's step did not reach the server"
     assert _settle(page, lambda: _title(page) != title), "the title's time did not change"
     assert results.time_label in _title(page)
     after = _globe_pixels(page)
@@ -247,7 +200,7 @@ def test_player_advances_frames_without_rebuilding_the_plot(page_a):
     # Another layer rebuilds the plot with its own colour map: the error (mean − truth).
     plot_id = _frame(page)["id"]
     page.get_by_role("button", name="Error", exact=True).click()
-    assert _wait(page, lambda: results.layer == "error")
+    assert wait(page, lambda: results.layer == "error")
     assert _wait_new_plot(page, plot_id)
     assert "Error (mean − truth)" in _title(page)
     assert globe.rebuilds > rebuilds
@@ -264,7 +217,7 @@ def test_tap_on_the_globe_picks_the_meteogram_point(page_a):
     frame = _frame(page)
     px, py = frame["left"] + 0.55 * frame["width"], frame["top"] + 0.45 * frame["height"]
     page.mouse.click(px, py)
-    assert _wait(page, lambda: results.point is not None), results.notice
+    assert wait(page, lambda: results.point is not None), results.notice
     x0, x1 = frame["x"]
     y0, y1 = frame["y"]
     x = x0 + (px - frame["left"]) / frame["width"] * (x1 - x0)
@@ -282,21 +235,21 @@ def test_tap_on_the_globe_picks_the_meteogram_point(page_a):
     # Off the globe (a corner of the frame): refused, with a message on the page.
     page.wait_for_timeout(500)  # two clicks within 300 ms are a double tap, not two taps
     page.mouse.click(frame["left"] + 4, frame["top"] + 4)
-    assert _wait(page, lambda: results.notice is not None and "off the globe" in results.notice.text)
+    assert wait(page, lambda: results.notice is not None and "off the globe" in results.notice.text)
     page.get_by_text("That point is off the globe").first.wait_for(timeout=10_000)
     assert results.point == (p_lon, p_lat)
 
     # Back to the truth: the drawing tools return (a click adds a station again).
     plot_id = frame["id"]
     page.get_by_role("button", name="Truth (draw)", exact=True).click()
-    assert _wait(page, lambda: app.state.view == "truth")
+    assert wait(page, lambda: app.state.view == "truth")
     assert _wait_new_plot(page, plot_id)
     assert _has_tool(page, "PointDrawTool"), "the drawing tool did not come back"
     draft = app.state.editor.active_draft
     n = draft.n_stations
     frame = _frame(page)
     page.mouse.click(frame["left"] + 0.5 * frame["width"], frame["top"] + 0.5 * frame["height"])
-    assert _wait(page, lambda: draft.n_stations == n + 1), app.state.editor.draw_notice
+    assert wait(page, lambda: draft.n_stations == n + 1), app.state.editor.draw_notice
 
 
 def test_cancel_stops_a_run_and_the_app_keeps_working(page_a):
@@ -305,19 +258,19 @@ def test_cancel_stops_a_run_and_the_app_keeps_working(page_a):
     steps = page.get_by_label("Diffusion steps")
     steps.fill("400")
     steps.press("Enter")
-    assert _wait(page, lambda: run.steps == 400)
+    assert wait(page, lambda: run.steps == 400)
     _button(page, "Run").click()
-    assert _wait(page, lambda: run.status == "running" and run.step >= 1, RUN_TIMEOUT), run.status_text
+    assert wait(page, lambda: run.status == "running" and run.step >= 1, RUN_TIMEOUT), run.status_text
     page.locator("progress").first.wait_for(timeout=10_000)
     assert _button(page, "Run").is_disabled()
     _button(page, "Cancel").click()
-    assert _wait(page, lambda: run.status == "cancelled"), run.status_text
+    assert wait(page, lambda: run.status == "cancelled"), run.status_text
     page.get_by_text(re.compile(r"Cancelled after \d+ of \d+ steps")).first.wait_for(timeout=10_000)
     assert run.total >= 400 and run.step < run.total
     # Still working: a short run completes.
     steps.fill("4")
     steps.press("Enter")
-    assert _wait(page, lambda: run.steps == 4)
+    assert wait(page, lambda: run.steps == 4)
     _run_and_wait(page, app)
 
 
@@ -333,19 +286,19 @@ def test_two_sessions_queue_and_keep_their_own_results(chromium, served):
         page.get_by_text("Sampler and guidance").click()
         seed_input.fill(seed)
         seed_input.press("Enter")
-    assert _wait(page_1, lambda: run_1.seed == 1 and run_2.seed == 2)
+    assert wait(page_1, lambda: run_1.seed == 1 and run_2.seed == 2)
     steps = page_1.get_by_label("Diffusion steps")
     steps.fill("60")
     steps.press("Enter")
-    assert _wait(page_1, lambda: run_1.steps == 60)
+    assert wait(page_1, lambda: run_1.steps == 60)
     _button(page_1, "Run").click()
-    assert _wait(page_1, lambda: run_1.status == "running", RUN_TIMEOUT)
+    assert wait(page_1, lambda: run_1.status == "running", RUN_TIMEOUT)
     _button(page_2, "Run").click()
     page_2.get_by_text("Queued: 1 run ahead").first.wait_for(timeout=20_000)
     assert run_2.status == "queued" and run_2.queue_position == 1
-    assert _wait(page_2, lambda: run_1.status == "done" and run_2.status == "done", 2 * RUN_TIMEOUT), \
+    assert wait(page_2, lambda: run_1.status == "done" and run_2.status == "done", 2 * RUN_TIMEOUT), \
         (run_1.status_text, run_2.status_text)
-    assert _wait(page_2, lambda: app_1.state.results.available and app_2.state.results.available)
+    assert wait(page_2, lambda: app_1.state.results.available and app_2.state.results.available)
     # Each session has its own result: its own seed, its own ensemble.
     out_1, out_2 = app_1.state.results.output, app_2.state.results.output
     assert out_1 is not out_2

@@ -1,0 +1,94 @@
+"""What the browser tests share: Debian's Chromium through Playwright, and the app served
+in-process on a free loopback port (one place for the launch flags, the page geometry script and
+the serving loop)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from typing import Callable, Iterator
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+TIMEOUT_MS = 90_000
+
+# Frame geometry of the plots in the page (with their model ids and map ranges), from Bokeh's views.
+FRAME_JS = """() => {
+  const out = []; const seen = new Set();
+  function walk(v) {
+    if (!v || seen.has(v)) return; seen.add(v);
+    if (v.frame && v.frame.bbox && v.canvas_view && v.el.isConnected) {
+      const r = v.canvas_view.el.getBoundingClientRect();
+      out.push({id: v.model.id, left: r.left + v.frame.bbox.left, top: r.top + v.frame.bbox.top,
+                width: v.frame.bbox.width, height: v.frame.bbox.height,
+                x: [v.frame.x_range.start, v.frame.x_range.end], y: [v.frame.y_range.start, v.frame.y_range.end]});
+    }
+    for (const c of (v.child_views || [])) walk(c);
+  }
+  for (const v of Bokeh.index) walk(v);
+  return out;
+}"""
+
+
+def playwright_or_skip():
+    """Playwright's sync API; skips the calling test module without Chromium or Playwright."""
+
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (never `playwright install`)",
+                    allow_module_level=True)
+    return pytest.importorskip("playwright.sync_api", reason="the 'test' extra (playwright) is not installed")
+
+
+@contextlib.contextmanager
+def launch_chromium(sync_api) -> Iterator:
+    """A headless Chromium browser."""
+
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@contextlib.contextmanager
+def serve_sessions(make_app: Callable) -> Iterator[tuple[str, list]]:
+    """``(base_url, apps)``: one ``make_app()`` per browser session, served on a free loopback
+    port; ``apps`` lists each session's :class:`~app.main.App` in the order the sessions opened."""
+
+    import panel as pn
+
+    apps = []
+
+    def session():
+        app = make_app()
+        apps.append(app)
+        return app.template()
+
+    server = pn.serve({"appa": session}, port=0, address="127.0.0.1", threaded=True, show=False)
+    try:
+        for _ in range(200):
+            if server.server_id in pn.state._servers:
+                break
+            time.sleep(0.05)
+        port = pn.state._servers[server.server_id][0].port
+        yield f"http://127.0.0.1:{port}/appa", apps
+    finally:
+        server.stop()
+
+
+def wait(page, predicate, timeout: float = 30.0, step_ms: int = 100) -> bool:
+    """Poll ``predicate`` in the page's time until it holds or ``timeout`` seconds pass."""
+
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if predicate():
+            return True
+        page.wait_for_timeout(step_ms)
+    return predicate()
