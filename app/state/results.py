@@ -14,6 +14,7 @@ import param
 
 from app import adapter
 from app.state.notice import error
+from app.state.truth import TimeAxis
 
 __all__ = ["ResultsState"]
 
@@ -22,7 +23,7 @@ _TRUTH_LAYERS = ["truth", "error"]
 _PREFERRED = ("2m_temperature", "temperature", "geopotential")
 
 
-class ResultsState(param.Parameterized):
+class ResultsState(TimeAxis, param.Parameterized):
     """The output of the last run and what is selected in it (no Panel, no engine imports)."""
 
     output = param.Parameter(default=None, doc="adapter.RunOutput of the last run, or None")
@@ -135,16 +136,6 @@ class ResultsState(param.Parameterized):
     @property
     def times(self) -> np.ndarray:
         return np.zeros(0, "datetime64[ns]") if self.output is None else self.dataset["time"].values
-
-    @property
-    def time(self) -> np.datetime64 | None:
-        times = self.times
-        return times[min(self.time_index, times.size - 1)] if times.size else None
-
-    @property
-    def time_label(self) -> str:
-        t = self.time
-        return "" if t is None else np.datetime_as_string(t, unit="m").replace("T", " ") + " UTC"
 
     @property
     def has_levels(self) -> bool:

@@ -15,10 +15,24 @@ import param
 from app import adapter
 from app.state.notice import error
 
-__all__ = ["TruthState"]
+__all__ = ["TruthState", "TimeAxis"]
 
 
-class TruthState(param.Parameterized):
+class TimeAxis:
+    """The time shown by a state with ``times`` (datetime64 array) and a ``time_index``."""
+
+    @property
+    def time(self) -> np.datetime64 | None:
+        times = self.times
+        return times[min(self.time_index, times.size - 1)] if times.size else None
+
+    @property
+    def time_label(self) -> str:
+        t = self.time
+        return "" if t is None else np.datetime_as_string(t, unit="m").replace("T", " ") + " UTC"
+
+
+class TruthState(TimeAxis, param.Parameterized):
     """The truth dataset and the slice of it on the globe."""
 
     dataset = param.Parameter(default=None, doc="Canonical xarray.Dataset, or None")
@@ -72,16 +86,6 @@ class TruthState(param.Parameterized):
     @property
     def times(self) -> np.ndarray:
         return np.zeros(0, "datetime64[ns]") if self.dataset is None else self.dataset["time"].values
-
-    @property
-    def time(self) -> np.datetime64 | None:
-        times = self.times
-        return times[min(self.time_index, times.size - 1)] if times.size else None
-
-    @property
-    def time_label(self) -> str:
-        t = self.time
-        return "" if t is None else np.datetime_as_string(t, unit="m").replace("T", " ") + " UTC"
 
     @property
     def meta(self) -> adapter.VariableMeta | None:
