@@ -92,3 +92,17 @@ def wait(page, predicate, timeout: float = 30.0, step_ms: int = 100) -> bool:
             return True
         page.wait_for_timeout(step_ms)
     return predicate()
+
+
+def scroll_to_globe(page, attempts: int = 5) -> None:
+    """Scroll the first canvas (the globe's) into view; when the plot is being replaced (a new
+    result rebuilds it) the element detaches mid-way, so look it up again."""
+
+    for attempt in range(attempts):
+        try:
+            page.locator("canvas").first.scroll_into_view_if_needed(timeout=10_000)
+            return
+        except Exception:  # playwright's Error: detached while Bokeh swapped the plot
+            if attempt == attempts - 1:
+                raise
+            page.wait_for_timeout(300)

@@ -11,7 +11,9 @@ import io
 import numpy as np
 import pytest
 
-from tests.app.browser import FRAME_JS, TIMEOUT_MS, launch_chromium, playwright_or_skip, serve_sessions, wait
+from tests.app.browser import (
+    FRAME_JS, TIMEOUT_MS, launch_chromium, playwright_or_skip, scroll_to_globe, serve_sessions, wait,
+)
 
 pytestmark = [
     pytest.mark.browser,
@@ -61,7 +63,7 @@ def _open(browser, url):
 def _frame(page) -> dict:
     """The globe's frame in viewport pixels (scrolled into view) and its map ranges."""
 
-    page.locator("canvas").first.scroll_into_view_if_needed()
+    scroll_to_globe(page)
     frames = page.evaluate(FRAME_JS)
     return max(frames, key=lambda f: f["width"] * f["height"])
 

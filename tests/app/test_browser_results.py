@@ -13,7 +13,9 @@ import io
 import numpy as np
 import pytest
 
-from tests.app.browser import FRAME_JS, TIMEOUT_MS, launch_chromium, playwright_or_skip, serve_sessions, wait
+from tests.app.browser import (
+    FRAME_JS, TIMEOUT_MS, launch_chromium, playwright_or_skip, scroll_to_globe, serve_sessions, wait,
+)
 
 pytestmark = [
     pytest.mark.browser,
@@ -63,7 +65,7 @@ def _frames(page) -> list[dict]:
 def _globe(page) -> dict:
     """The globe's frame (the largest), scrolled into view."""
 
-    page.locator("canvas").first.scroll_into_view_if_needed()
+    scroll_to_globe(page)
     return max(_frames(page), key=lambda f: f["width"] * f["height"])
 
 
