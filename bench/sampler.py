@@ -416,10 +416,10 @@ def section_decoding(model, args, device) -> str:
              f"(latent rows {r0}:{r1})")
     note = ("   'max err': max |band decoding - full-globe decoding| over the band, in units of "
             "the decoded field's RMS.\n"
-            "   The engine decodes only the observed states (latent_observation_operator) but "
-            "always the full globe:\n"
-            "   restricted spatial decoding is not implemented; the band rows show what it would "
-            "save and the halo it needs.")
+            "   The engine decodes only the observed states (latent_observation_operator); a latent "
+            "window instead of the globe\n"
+            "   when that is exact and small enough (region='auto'): bench/decoding.py measures "
+            "regional decoding.")
     return table(("decode", "ms", "x decode all", "max err"), rows, title=title) + "\n" + note
 
 

@@ -34,6 +34,18 @@ def common():
     return _load("_common")
 
 
+def run_quick(name: str):
+    """Run ``bench/<name>.py --quick --device cpu`` in-process (it sets torch's thread count: restored)."""
+
+    bench = _load(name)
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(["--quick", "--device", "cpu"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return bench
+
+
 def _table_rows(out: str, title_start: str) -> list[str]:
     """Data rows of the table whose title line starts with ``title_start``."""
 
@@ -49,12 +61,7 @@ def _table_rows(out: str, title_start: str) -> list[str]:
 
 
 def test_sampler_quick_prints_its_tables(capsys):
-    sampler = _load("sampler")
-    torch_threads = torch.get_num_threads()
-    try:
-        assert sampler.main(["--quick", "--device", "cpu"]) == 0
-    finally:
-        torch.set_num_threads(torch_threads)
+    run_quick("sampler")
     out = capsys.readouterr().out
     assert f"torch {torch.__version__}" in out and "device: cpu" in out
     assert "'tiny' preset architecture with RANDOM weights" in out
@@ -69,19 +76,14 @@ def test_sampler_quick_prints_its_tables(capsys):
     assert int(stations[0].split()[4]) == 0 and int(stations[1].split()[4].replace(",", "")) > 0
     decoding = _table_rows(out, "3. Decoding")
     assert len(decoding) == 4 + 3  # 4 decode rows + 3 halos
-    assert "restricted spatial decoding is not implemented" in out
+    assert "bench/decoding.py measures regional decoding" in out
     reanalysis = _table_rows(out, "4. Reanalysis")
     assert len(reanalysis) == 1
     assert reanalysis[0].startswith("measured: ddim, 2 steps = 2 guided calls")
 
 
 def test_train_throughput_quick_prints_its_table(capsys):
-    train = _load("train_throughput")
-    torch_threads = torch.get_num_threads()
-    try:
-        assert train.main(["--quick", "--device", "cpu"]) == 0
-    finally:
-        torch.set_num_threads(torch_threads)
+    run_quick("train_throughput")
     out = capsys.readouterr().out
     assert f"torch {torch.__version__}" in out
     rows = _table_rows(out, "Training steps")

@@ -51,7 +51,9 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Literal
 
 import torch
@@ -63,6 +65,8 @@ __all__ = [
     "pad_sphere",
     "SphereConv2d",
     "make_norm",
+    "GroupNorm",
+    "group_norm_hook",
     "ChannelLayerNorm",
     "ResBlock",
     "RMSNorm",
@@ -277,6 +281,37 @@ class ChannelLayerNorm(nn.Module):
         return self.norm(x.movedim(1, -1)).movedim(-1, 1)
 
 
+#: The hook that replaces :meth:`GroupNorm.forward` in the current context (None: none).
+_GROUP_NORM_HOOK: ContextVar[Callable[[nn.GroupNorm, Tensor], Tensor] | None] = ContextVar(
+    "appa_group_norm_hook", default=None
+)
+
+
+class GroupNorm(nn.GroupNorm):
+    r""":class:`torch.nn.GroupNorm` whose statistics a context may record or replace.
+
+    Without a hook (:func:`group_norm_hook`) it is exactly ``nn.GroupNorm`` (same parameters,
+    same state dict). Regional decoding (:mod:`appa_engine.nn.region`) uses the hook to record the
+    per-(sample, group) mean and variance of a full-globe pass and to normalise a window with them.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        hook = _GROUP_NORM_HOOK.get()
+        return super().forward(x) if hook is None else hook(self, x)
+
+
+@contextmanager
+def group_norm_hook(hook: Callable[[nn.GroupNorm, Tensor], Tensor] | None) -> Iterator[None]:
+    """Within the block (this thread or task only), every :class:`GroupNorm` calls
+    ``hook(module, x)`` instead of its own forward."""
+
+    token = _GROUP_NORM_HOOK.set(hook)
+    try:
+        yield
+    finally:
+        _GROUP_NORM_HOOK.reset(token)
+
+
 def make_norm(kind: NormKind, channels: int) -> nn.Module:
     """A normalisation layer for ``(B, C, H, W)`` tensors.
 
@@ -288,7 +323,7 @@ def make_norm(kind: NormKind, channels: int) -> nn.Module:
 
     if kind == "group":
         groups = math.gcd(channels, 32) if channels >= 8 else 1
-        return nn.GroupNorm(groups, channels)
+        return GroupNorm(groups, channels)
     if kind == "layer":
         return ChannelLayerNorm(channels)
     if kind == "none":

@@ -98,10 +98,14 @@ class Assimilator:
         max_batch: Largest number of blankets denoised at once (bounds memory).
         max_observations: Refuse observation sets that would need more than this many bytes of
             guidance buffers (estimated before sampling).
+        region: Regional decoding in the observation operator: ``"auto"`` (a latent window when
+            that is exact and small enough, else the globe), ``"approximate"`` or ``"globe"``
+            (see :class:`~appa_engine.sampling.trajectory.LatentObservationOperator`). The
+            output's ``decoding`` attribute says what was decoded.
     """
 
     def __init__(self, model, *, device: str | torch.device = "auto", max_batch: int | None = None,
-                 max_bytes: int = 8 << 30):
+                 max_bytes: int = 8 << 30, region: Literal["auto", "approximate", "globe"] = "auto"):
         from appa_engine.train.distributed import resolve_device
 
         self.device = resolve_device(device) if isinstance(device, str) else device
@@ -110,6 +114,9 @@ class Assimilator:
             p.requires_grad_(False)
         self.max_batch = max_batch
         self.max_bytes = max_bytes
+        if region not in ("auto", "approximate", "globe"):
+            raise ConfigError(f"unknown region mode '{region}'", hint="use 'auto', 'approximate' or 'globe'")
+        self.region = region
 
     # ------------------------------------------------------------------ windows
     def window(self, start, hours: float) -> np.ndarray:
@@ -274,7 +281,8 @@ class Assimilator:
         prior_only = len(compiled) == 0
         if prior_only:
             log.info("no observations: sampling the prior")
-        A = latent_observation_operator(self.model, compiled) if not prior_only else None
+        A = latent_observation_operator(self.model, compiled, region=self.region) if not prior_only else None
+        decoding = A.decoding if A is not None else "none (prior only)"
         if A is not None and len(obs_times) < len(times):  # forecast: free states after the window
             A = _first_states(A, len(obs_times))
         generator = torch.Generator(self.device).manual_seed(seed)
@@ -287,8 +295,10 @@ class Assimilator:
             z_b = self.sample_latent(times, members=members, mode=mode, sampler=sampler,
                                      generator=torch.Generator(self.device).manual_seed(seed),
                                      progress=_scaled(progress, 1, passes), cancel=cancel)
-        return self._dataset(z, times, compiled, task=task, prior_only=prior_only, z_background=z_b,
-                             n_obs_states=len(obs_times))
+        ds = self._dataset(z, times, compiled, task=task, prior_only=prior_only, z_background=z_b,
+                           n_obs_states=len(obs_times))
+        ds.attrs["decoding"] = decoding
+        return ds
 
     def _autoregressive(self, observations, *, start, hours, lead_hours, members, sampler, guidance,
                         seed, overlap_sigma, progress, cancel) -> xr.Dataset:
@@ -297,7 +307,8 @@ class Assimilator:
         overlap = K - layout_stride
         times = self.window(start, hours)
         compiled = self.compile(observations, times)
-        A = latent_observation_operator(self.model, compiled) if len(compiled) else None
+        A = latent_observation_operator(self.model, compiled, region=self.region) if len(compiled) else None
+        decoding = A.decoding if A is not None else "none (prior only)"
         generator = torch.Generator(self.device).manual_seed(seed)
         all_times = self.window(start, hours + lead_hours)
         n_new_total = len(all_times) - len(times)
@@ -325,8 +336,10 @@ class Assimilator:
                                        generator=generator, progress=chained, cancel=cancel)
             z = torch.cat([z, block[:, overlap:]], dim=1)
         z = z[:, : len(all_times)]
-        return self._dataset(z, all_times, compiled, task="forecast", prior_only=len(compiled) == 0,
-                             n_obs_states=len(times))
+        ds = self._dataset(z, all_times, compiled, task="forecast", prior_only=len(compiled) == 0,
+                           n_obs_states=len(times))
+        ds.attrs["decoding"] = decoding
+        return ds
 
     def _dataset(self, z, times, compiled, *, task, prior_only, n_obs_states, z_background=None) -> xr.Dataset:
         m = self.model
