@@ -8,10 +8,40 @@ import panel as pn
 from app.state import AppState, GlobeState, TruthState
 from app.views.base import NoticeAlert
 
-__all__ = ["TruthControls", "ResultsControls", "ViewControls", "GlobeControls", "ModelStatusView"]
+__all__ = ["TruthControls", "ResultsControls", "ViewControls", "GlobeControls", "ModelStatusView", "time_player"]
 
 #: Labels of the results layers, in the order of the buttons.
 LAYER_LABELS = {"Mean": "mean", "Spread": "spread", "Member": "member", "Truth": "truth", "Error": "error"}
+
+
+def time_player(owner, refresh: list[str]) -> pn.widgets.Player:
+    """A player over ``owner.time_index`` (a :class:`~app.state.TruthState` or
+    :class:`~app.state.ResultsState`) whose range is never empty.
+
+    Not ``Player.from_param``: with one time (or none, before any run) the parameter's bounds are
+    ``(0, 0)``, which the linked player copied into an empty range, start = end (Bokeh refuses
+    that in a slider: validation error E-1021, EQUAL_SLIDER_START_END). This player keeps
+    ``end >= 1`` and is disabled while there is a single time; it follows the parameter's bounds
+    when ``owner`` changes any of ``refresh`` (a new dataset or output), and its value and the
+    parameter follow each other.
+    """
+
+    player = pn.widgets.Player(name="Time", start=0, end=1, value=0, interval=800, loop_policy="loop",
+                               show_loop_controls=False, sizing_mode="stretch_width", width_policy="max")
+
+    def sync(*_events) -> None:
+        last = int(owner.param.time_index.bounds[1])
+        player.param.update(end=max(last, 1), value=min(int(owner.time_index), max(last, 1)), disabled=last == 0)
+
+    def pick(event) -> None:
+        if event.new is not None and 0 <= event.new <= owner.param.time_index.bounds[1] \
+                and event.new != owner.time_index:
+            owner.time_index = int(event.new)
+
+    player.param.watch(pick, "value")
+    owner.param.watch(sync, ["time_index", *refresh])
+    sync()
+    return player
 
 
 class TruthControls(pn.viewable.Viewer):
@@ -22,10 +52,7 @@ class TruthControls(pn.viewable.Viewer):
         self.truth = truth
         self._variable = pn.widgets.Select.from_param(truth.param.variable, name="Variable", sizing_mode="stretch_width")
         self._level = pn.widgets.Select.from_param(truth.param.level, name="Level (hPa)", sizing_mode="stretch_width")
-        self._player = pn.widgets.Player.from_param(
-            truth.param.time_index, name="Time", interval=800, loop_policy="loop", show_loop_controls=False,
-            sizing_mode="stretch_width", width_policy="max",
-        )
+        self._player = time_player(truth, ["dataset"])
         self._time = pn.pane.Markdown("", margin=(0, 10))
         self._source = pn.pane.Markdown("", margin=(0, 10), styles={"color": "#666", "font-size": "0.85em"})
         truth.param.watch(self._update, ["variable", "time_index", "dataset", "source"])
@@ -67,10 +94,7 @@ class ResultsControls(pn.viewable.Viewer):
         self._level = pn.widgets.Select(name="Level (hPa)", sizing_mode="stretch_width")
         self._variable.param.watch(lambda event: self._pick("variable", event.new), "value")
         self._level.param.watch(lambda event: self._pick("level", event.new), "value")
-        self._player = pn.widgets.Player.from_param(
-            r.param.time_index, name="Time", interval=800, loop_policy="loop", show_loop_controls=False,
-            sizing_mode="stretch_width", width_policy="max",
-        )
+        self._player = time_player(r, ["output", "revision"])
         self._time = pn.pane.Markdown("", margin=(0, 10))
         self._help = pn.pane.Markdown("", margin=(0, 10), styles={"color": "#666", "font-size": "0.85em"})
         r.param.watch(self._update, ["layer", "member", "variable", "level", "revision", "output"])

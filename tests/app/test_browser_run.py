@@ -53,9 +53,23 @@ def chromium():
         yield browser
 
 
+# Start and end of every slider and player of the page's Bokeh documents.
+RANGES_JS = """() => {
+  const out = [];
+  for (const doc of Bokeh.documents) for (const m of doc.all_models)
+    if (/Slider|Player/.test(m.type) && typeof m.start === "number" && typeof m.end === "number")
+      out.push({type: m.type, title: m.title, start: m.start, end: m.end});
+  return out;
+}"""
+
+
 def _open(browser, served):
+    """A new page on the app (its console messages are kept in ``page.console_messages``)."""
+
     url, apps = served
     page = browser.new_page(viewport={"width": 1500, "height": 950})
+    page.console_messages = []
+    page.on("console", lambda message: page.console_messages.append(f"{message.type}: {message.text}"))
     page.goto(url, timeout=TIMEOUT_MS)
     page.locator("canvas").first.wait_for(timeout=TIMEOUT_MS)
     wait(page, lambda: len(page.evaluate(FRAME_JS)) > 0)
@@ -162,6 +176,12 @@ def test_run_shows_the_ensemble_on_the_globe(page_a):
     page.get_by_text("Results appear here once a run has finished.").wait_for(timeout=10_000)
     truth_title = _title(page)
     before = _globe_pixels(page)
+    # Before any run, the results' time player has a single time: no slider or player of the page
+    # may have start == end (Bokeh's validation error E-1021, EQUAL_SLIDER_START_END).
+    ranges = page.evaluate(RANGES_JS)
+    players = [r for r in ranges if r["type"].endswith("Player")]
+    assert len(players) == 2 and all(r["start"] < r["end"] for r in ranges), ranges  # truth and results
+    assert not [m for m in page.console_messages if "E-1021" in m or "EQUAL_SLIDER_START_END" in m]
 
     _run_and_wait(page, app)
     # The state switched the globe to the results; the page shows the ensemble mean.
