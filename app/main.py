@@ -45,6 +45,11 @@ class App(pn.viewable.Viewer):
         super().__init__(**params)
         pn.extension("tabulator", notifications=True)
         hv.extension("bokeh", logo=False)
+        # Canvas, not WebGL (HoloViews' default): every plot here is light (datashader makes the
+        # images), a WebGL plot is blitted onto its canvas at every repaint, which costs 0.2-0.4 s per
+        # frame of the player without a GPU (measured in Chromium, bench/app_latency.py), and a page
+        # has a small budget of WebGL contexts (Chromium: 16) that the Results tab's plots would use up.
+        hv.renderer("bokeh").webgl = False
         self.state = state if state is not None else AppState(truth=truth, model=model)
         self.globe = GlobeView(self.state)
         self.observations = ObservationsView(self.state)
@@ -70,7 +75,13 @@ class App(pn.viewable.Viewer):
         return pn.Row(pn.Column(*self.sidebar, width=300), self.globe, self.tabs, sizing_mode="stretch_width")
 
     def template(self) -> pn.template.FastListTemplate:
-        """The page: sidebar of controls, globe and tabs in the main area."""
+        """The page: sidebar of controls, globe and tabs in the main area.
+
+        It loads nothing from another host (the app runs offline): Panel's Fast design without its
+        web font, and the system's fonts (see :mod:`app.server`).
+        """
+
+        from app.server import SYSTEM_FONT, OfflineFast
 
         return pn.template.FastListTemplate(
             title="Appa Studio",
@@ -79,7 +90,9 @@ class App(pn.viewable.Viewer):
             accent=ACCENT,
             sidebar_width=300,
             main_layout=None,
-            font_url="",  # no web fonts: the app runs offline
+            design=OfflineFast,  # Fast links Open Sans from fonts.googleapis.com; this one does not
+            font=SYSTEM_FONT,
+            font_url="",  # nor does the template's own font link
             theme_toggle=False,
         )
 

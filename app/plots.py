@@ -22,7 +22,7 @@ precipitation on sequential blues.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -45,7 +45,6 @@ __all__ = [
     "channel_label",
     "plume",
     "meteogram_plot",
-    "time_marker",
     "metric_panels",
     "symmetric_limit",
     "innovation_map",
@@ -345,7 +344,8 @@ def plume(times, members, *, label: str = "value", units: str = ""):
     return hv.Path(paths, kdims=[_time_dim(), _value_dim(label, units)])
 
 
-def meteogram_plot(m, *, long_name: str | None = None, marker=None, width: int | None = None, height: int = 320):
+def meteogram_plot(m, *, long_name: str | None = None, hooks: Sequence = (), width: int | None = None,
+                   height: int = 320):
     """The meteogram of one grid cell: the ensemble as a datashaded plume (pixels counted over
     members, so the colour reads as density), the truth as a line, the observations near the
     cell as points with error bars (±1 standard deviation).
@@ -354,13 +354,13 @@ def meteogram_plot(m, *, long_name: str | None = None, marker=None, width: int |
         m: An :class:`app.adapter.Meteogram` (``times (T,)``, ``members (M, T)``, ``truth (T,)`` or
             None, ``obs`` DataFrame with ``time, value, error, observer``).
         long_name: Name of the variable for titles (default: the variable).
-        marker: A function returning an element overlaid on the plot (e.g. a ``DynamicMap`` of
-            :func:`time_marker` following the time shown), or None.
+        hooks: Bokeh plot hooks ``hook(plot, element)`` of the overlay (e.g. the Results tab's
+            time marker, :class:`app.views.results.TimeMarker`).
         width, height: Size in pixels (``width`` None: as wide as the page allows).
 
     Returns:
         A ``DynamicMap`` (the plume is rasterized to the plot's range) of an overlay: the plume's
-        ``hv.Image``, [truth ``hv.Curve``], [``hv.ErrorBars``, ``hv.Scatter``], [the marker].
+        ``hv.Image``, [truth ``hv.Curve``], [``hv.ErrorBars``, ``hv.Scatter``].
     """
 
     import holoviews as hv
@@ -391,24 +391,14 @@ def meteogram_plot(m, *, long_name: str | None = None, marker=None, width: int |
         data = {"time": t, "value": v, "error": e, "observer": obs["observer"].astype(str).to_numpy()}
         layers.append(hv.Scatter(data, _time_dim(), [vdim, "error", "observer"], label="observations").opts(
             color=RESULT_COLOURS["obs"], size=7, line_color="white", tools=["hover"]))
-    if marker is not None:
-        layers.append(marker())
     title = f"{label} at {lonlat_label(m.lon, m.lat)}" + (f" ({units_label(m.units)})" if m.units else "")
     return hv.Overlay(layers).collate().opts(
         title=title, show_grid=True, legend_position="top_left", **_size(width, height),
-        toolbar="right", default_tools=["save", "reset", "wheel_zoom", "pan"],
+        toolbar="right", default_tools=["save", "reset", "wheel_zoom", "pan"], hooks=list(hooks),
     )
 
 
-def time_marker(time):
-    """A vertical dashed line at ``time`` (the time shown on the globe)."""
-
-    import holoviews as hv
-
-    return hv.VLine(time, kdims=[_time_dim(), "value"]).opts(color="#444444", line_dash="dashed", line_width=1.2)
-
-
-def metric_panels(metrics, *, units: str = "", label: str = "", marker=None, width: int | None = None,
+def metric_panels(metrics, *, units: str = "", label: str = "", hooks: Sequence = (), width: int | None = None,
                   height: int = 220) -> list:
     """Scores of the ensemble over time, one panel each: RMSE of the mean with the spread, CRPS,
     and the spread–skill ratio with its ideal value 1 (dashed).
@@ -418,8 +408,8 @@ def metric_panels(metrics, *, units: str = "", label: str = "", marker=None, wid
             (:meth:`app.state.results.ResultsState.metrics`).
         units: Units of the variable (RMSE, spread and CRPS share them).
         label: The variable and level, for the titles.
-        marker: A function returning an element overlaid on each panel (e.g. a ``DynamicMap`` of
-            :func:`time_marker` following the time shown), or None.
+        hooks: Bokeh plot hooks ``hook(plot, element)`` of each panel (e.g. the Results tab's
+            time marker, :class:`app.views.results.TimeMarker`).
         width, height: Size of each panel in pixels (``width`` None: as wide as the page allows).
 
     Returns:
@@ -450,11 +440,10 @@ def metric_panels(metrics, *, units: str = "", label: str = "", marker=None, wid
     titles = ["RMSE and spread", "CRPS", "Spread–skill ratio (ideal 1)"]
     panels = []
     for panel, title, extra in zip([skill, crps, ssr], titles, limits):
-        if marker is not None:
-            panel = panel * marker()
+        panel = panel if isinstance(panel, hv.Overlay) else hv.Overlay([panel])  # legend options need one
         panels.append(panel.opts(
             title=f"{title} · {label}" if label else title, show_grid=True, legend_position="top_left",
-            toolbar=None, **_size(width, height), **extra,
+            toolbar=None, hooks=list(hooks), **_size(width, height), **extra,
         ))
     panels[2].opts(legend_position="bottom_left")
     return panels

@@ -6,7 +6,7 @@ observation space, and its exports.
   datashaded plume, the truth, the observations near the cell with their error bars.
 - **Scores over time** of the variable and level shown: RMSE of the ensemble mean with the
   spread, CRPS, and the spread–skill ratio against its ideal 1; a dashed line marks the time the
-  globe shows (it follows the time player without rebuilding the plots).
+  globe shows (:class:`TimeMarker`: it follows the time player without re-rendering the plots).
 - **Observation space**, per observer (``results.observer``) and observed field: O−B and O−A
   on flat maps (diverging colours centred on 0) and as overlaid histograms, with their mean and
   standard deviation.
@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import io
 import logging
+import weakref
+from functools import partial
 
-import holoviews as hv
 import numpy as np
 import panel as pn
 
@@ -31,7 +32,7 @@ from app.state import AppState
 from app.state.notice import error
 from app.views.base import NoticeAlert, Watchers
 
-__all__ = ["ResultsView", "Download"]
+__all__ = ["ResultsView", "Download", "TimeMarker"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,62 @@ class Download(pn.widgets.FileDownload):
         if fileobj is None:
             return
         super()._sync_data(fileobj)
+
+
+class TimeMarker:
+    """A dashed vertical line at the time the globe shows, on every plot of the Results tab with a
+    time axis (the meteogram and the scores).
+
+    The line is a Bokeh ``Span`` that a plot hook (:meth:`hook`) adds when the plot is rendered;
+    a new time (a frame of the player) moves every span in place: one number sent per plot. A
+    marker drawn as a HoloViews ``DynamicMap`` re-rendered each plot's whole overlay instead,
+    about 20 ms of server time per plot and frame, and a re-layout of the page in the browser.
+    """
+
+    TAG = "appa-time-marker"
+
+    def __init__(self, results):
+        self.results = results
+        self._spans: weakref.WeakSet = weakref.WeakSet()
+        results.param.watch(self._move, ["time_index", "revision"])
+
+    @property
+    def location(self) -> float | None:
+        """The time shown, in Bokeh's datetime units (ms since 1970), or None without a result."""
+
+        times = self.results.times
+        if times is None or not times.size:
+            return None
+        i = min(max(int(self.results.time_index), 0), times.size - 1)
+        return float(np.datetime64(times[i], "ms").astype(np.int64))
+
+    def hook(self, plot, element) -> None:
+        """HoloViews plot hook: add the span to the figure (once: hooks run again on updates)."""
+
+        from bokeh.models import Span
+
+        figure = plot.state
+        if any(self.TAG in getattr(r, "tags", ()) for r in figure.center):
+            return
+        span = Span(location=self.location, dimension="height", line_color="#444444", line_dash="dashed",
+                    line_width=1.2, tags=[self.TAG])
+        figure.add_layout(span)
+        self._spans.add(span)
+
+    def _move(self, *_events) -> None:
+        location = self.location
+        for span in list(self._spans):
+            doc = span.document
+            if doc is None or pn.state.curdoc is doc:  # not shown, or this session's own thread
+                span.location = location
+            else:  # e.g. a result delivered from another thread: the session applies it
+                doc.add_next_tick_callback(partial(setattr, span, "location", location))
+
+    @property
+    def spans(self) -> list:
+        """The spans of the plots rendered so far (and still alive)."""
+
+        return list(self._spans)
 
 
 def _label_time(t) -> str:
@@ -68,15 +125,17 @@ class ResultsView(pn.viewable.Viewer):
         self._meteogram = pn.pane.HoloViews(None, linked_axes=False, margin=0, visible=False, **_STRETCH)
         # Scores.
         self._metrics_hint = pn.pane.Markdown("", margin=(0, 10), styles=_HELP, **_STRETCH)
-        self._metrics = pn.pane.HoloViews(None, linked_axes=False, margin=0, visible=False, **_STRETCH)
-        self._time_stream = hv.streams.Params(r, ["time_index"])
+        # One pane per panel: a HoloViews Layout of responsive overlays renders as a grid with
+        # misplaced axes and titles (seen in Panel 1.9 / Bokeh 3).
+        self._metrics = pn.Column(margin=0, visible=False, **_STRETCH)
+        self.time_marker = TimeMarker(r)
         # Observation space.
         self._observer = pn.widgets.Select(name="Observer", options={"All observers": ""}, value="", width=220)
         self._observer.param.watch(self._pick_observer, "value")
         self._channel = pn.widgets.Select(name="Observed field", options=[], width=220)
         self._channel.param.watch(self._draw_diagnostics, "value")
         self._diag_hint = pn.pane.Markdown("", margin=(0, 10), styles=_HELP, **_STRETCH)
-        self._maps = pn.pane.HoloViews(None, linked_axes=False, margin=0, visible=False, **_STRETCH)
+        self._maps = pn.Column(margin=0, visible=False, **_STRETCH)
         self._histogram = pn.pane.HoloViews(None, linked_axes=False, margin=0, visible=False, **_STRETCH)
         self._stats = pn.pane.Markdown("", margin=(0, 10), **_STRETCH)
         self._channels: dict[str, tuple[str, float | None]] = {}
@@ -198,16 +257,9 @@ class ResultsView(pn.viewable.Viewer):
             f"members through each pixel; {n_obs} observation{'s' if n_obs != 1 else ''} of this field within one "
             "grid spacing (±1 standard deviation).")
         meta = r.meta
-        overlay = plots.meteogram_plot(m, long_name=meta.long_name if meta else None, marker=self._marker)
+        overlay = plots.meteogram_plot(m, long_name=meta.long_name if meta else None,
+                                       hooks=[self.time_marker.hook])
         self._meteogram.param.update(object=overlay, visible=True)
-
-    def _marker(self):
-        times = self.results.times
-
-        def marker(time_index=0):
-            return plots.time_marker(times[min(max(int(time_index), 0), times.size - 1)])
-
-        return hv.DynamicMap(marker, streams=[self._time_stream])
 
     # -- scores -------------------------------------------------------------------------------
 
@@ -219,15 +271,22 @@ class ResultsView(pn.viewable.Viewer):
         if metrics is None or not len(metrics):
             self._metrics_hint.object = "" if not r.available else \
                 "Scores need the truth of this field over the run's window, which is not available."
-            self._metrics.param.update(object=None, visible=False)
+            self._show(self._metrics, [])
             return
         meta = r.meta
         label = plots.channel_label(meta.long_name.capitalize(), r.level if r.has_levels else None)
-        panels = plots.metric_panels(metrics, units=meta.units, label=label, marker=self._marker)
+        panels = plots.metric_panels(metrics, units=meta.units, label=label, hooks=[self.time_marker.hook])
         self._metrics_hint.object = (
             "Area-weighted over the globe. Spread–skill ratio √((M+1)/M)·spread/RMSE: below 1 the ensemble "
             "is over-confident, above 1 under-confident.")
-        self._metrics.param.update(object=hv.Layout(panels).cols(1).opts(shared_axes=False), visible=True)
+        self._show(self._metrics, panels)
+
+    @staticmethod
+    def _show(column: pn.Column, plots_: list) -> None:
+        """Show each plot in its own pane of ``column`` (hidden when there are none)."""
+
+        column.param.update(objects=[pn.pane.HoloViews(p, linked_axes=False, margin=(0, 0, 10, 0), **_STRETCH)
+                                     for p in plots_], visible=bool(plots_))
 
     # -- observation space --------------------------------------------------------------------
 
@@ -271,8 +330,8 @@ class ResultsView(pn.viewable.Viewer):
             return
         if not r.available or key is None:
             self._diag_hint.object = "" if not r.available else "This run has no observations."
-            for pane in (self._maps, self._histogram):
-                pane.param.update(object=None, visible=False)
+            self._show(self._maps, [])
+            self._histogram.param.update(object=None, visible=False)
             self._stats.object = ""
             return
         table = plots.select_channel(r.innovations(), *key)
@@ -283,7 +342,7 @@ class ResultsView(pn.viewable.Viewer):
         maps = [plots.innovation_map(table, column, limit=limit, units=units,
                                      title=f"{name} · {self._channel.value}")
                 for column, name in plots.RESIDUALS.items()]
-        self._maps.param.update(object=hv.Layout(maps).cols(1).opts(shared_axes=False), visible=True)
+        self._show(self._maps, maps)
         self._histogram.param.update(object=plots.innovation_histograms(table, units=units), visible=True)
         summary = plots.innovation_summary(table)
         unit = plots.units_label(units)

@@ -53,6 +53,15 @@ def chromium():
         yield browser
 
 
+# Locations of the time markers of the page (Bokeh spans tagged by app.views.results.TimeMarker).
+_SPANS_JS = """() => {
+  const out = [];
+  for (const d of Bokeh.documents)
+    for (const m of d.all_models)
+      if (m.type === "Span" && m.tags.includes("appa-time-marker")) out.push(m.location);
+  return out;
+}"""
+
 # Start and end of every slider and player of the page's Bokeh documents.
 RANGES_JS = """() => {
   const out = [];
@@ -216,6 +225,10 @@ def test_player_advances_frames_without_rebuilding_the_plot(page_a):
     assert _changed(before, after) > 0.01, "the image did not change with the time"
     # In place: the same plot, updated through its stream.
     assert globe.rebuilds == rebuilds and globe._pane.object is pane_object
+    # The score plots' time markers (Bokeh spans) moved to the new time in the page.
+    expected = float(np.datetime64(results.times[results.time_index], "ms").astype(np.int64))
+    assert _settle(page, lambda: (spans := page.evaluate(_SPANS_JS)) and all(x == expected for x in spans)), \
+        page.evaluate(_SPANS_JS)
 
     # Another layer rebuilds the plot with its own colour map: the error (mean − truth).
     plot_id = _frame(page)["id"]

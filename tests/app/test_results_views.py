@@ -175,8 +175,9 @@ def test_metric_curves_equal_the_state_metrics_and_follow_the_time(session):
     results.param.update(variable="temperature", level=500, time_index=0)
     metrics = results.metrics()
     assert metrics is not None and len(metrics) == results.times.size
-    layout = view._metrics.object
-    assert view._metrics.visible and isinstance(layout, hv.Layout) and len(layout) == 3
+    panes = view._metrics.objects
+    assert view._metrics.visible and len(panes) == 3
+    layout = hv.Layout([pane.object for pane in panes])
     curves = {c.label: c for c in _elements(layout, hv.Curve)}
     for label, column in [("RMSE of the mean", "rmse"), ("spread", "spread"), ("CRPS", "crps"),
                           ("spread–skill ratio", "ssr")]:
@@ -185,11 +186,36 @@ def test_metric_curves_equal_the_state_metrics_and_follow_the_time(session):
                                       metrics.index.to_numpy())
     ideal, = _elements(layout, hv.HLine)
     assert ideal.data == 1.0 and ideal.opts.get("style").kwargs["line_dash"] == "dashed"
-    markers = _elements(layout, hv.VLine)
-    assert len(markers) == 3 and all(np.datetime64(v.data, "ns") == results.times[0] for v in markers)
+    titles = [pane.object.opts.get("plot").kwargs["title"] for pane in panes]
+    assert [t.split(" · ")[0] for t in titles] == ["RMSE and spread", "CRPS", "Spread–skill ratio (ideal 1)"]
+
+
+def test_time_marker_spans_follow_the_time_without_rerendering(session):
+    """The dashed time marker is a Bokeh Span on each rendered time plot, moved in place."""
+
+    from bokeh.document import Document
+    from bokeh.models import Span
+
+    state, view = session
+    results = state.results
+    results.param.update(variable="temperature", level=500, time_index=0)
+    results.select_point(10.0, 45.0)
+    root = view._layout.get_root(Document())
+
+    def spans():
+        return [m for m in root.references() if isinstance(m, Span) and view.time_marker.TAG in m.tags]
+
+    def ms(t):
+        return float(np.datetime64(t, "ms").astype(np.int64))
+
+    first = spans()
+    assert len(first) == 4  # the meteogram and the three score panels
+    assert all(s.location == ms(results.times[0]) for s in first)
+    rebuilds = {id(pane.object) for pane in view._metrics.objects}
     results.time_index = 2
-    markers = _elements(view._metrics.object, hv.VLine)
-    assert all(np.datetime64(v.data, "ns") == results.times[2] for v in markers)
+    assert spans() == first and all(s.location == ms(results.times[2]) for s in first)
+    assert {id(pane.object) for pane in view._metrics.objects} == rebuilds  # nothing was redrawn
+    results.point = None
 
 
 def test_diagnostics_per_observer_and_field(session):
@@ -210,7 +236,7 @@ def test_diagnostics_per_observer_and_field(session):
     o_b = ds["obs_value"].values[keep] - ds["obs_background"].values[:, keep].mean(axis=0)
     o_a = ds["obs_value"].values[keep] - ds["obs_analysis"].values[:, keep].mean(axis=0)
     assert keep.sum() > 0
-    maps = view._maps.object
+    maps = hv.Layout([pane.object for pane in view._maps.objects])
     points = _elements(maps, hv.Points)
     assert len(points) == 2
     np.testing.assert_allclose(np.sort(points[0].dimension_values("o_minus_b")), np.sort(o_b), rtol=1e-9)
