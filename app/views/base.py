@@ -1,14 +1,32 @@
-"""Small pieces the views share: a set of parameter watchers that can be undone, and an alert
-that shows the notice a state object keeps for one control."""
+"""Small pieces the views share: a set of parameter watchers that can be undone, an alert
+that shows the notice a state object keeps for one control, and in-place changes of rendered
+Bokeh models."""
 
 from __future__ import annotations
 
-from typing import Callable
+from functools import partial
+from typing import Callable, Iterable
 
 import panel as pn
 import param
 
-__all__ = ["Watchers", "NoticeAlert"]
+__all__ = ["Watchers", "NoticeAlert", "change_models"]
+
+
+def change_models(models: Iterable, change: Callable) -> None:
+    """``change(model)`` for each Bokeh model, where its session allows it.
+
+    A model shown in a session is changed at once from the session's own thread (a browser event:
+    Bokeh then sends the change), and on the session's next tick from any other thread (Bokeh
+    models are changed under their document's lock). A model in no document is changed at once.
+    """
+
+    for model in models:
+        doc = model.document
+        if doc is None or pn.state.curdoc is doc:
+            change(model)
+        else:
+            doc.add_next_tick_callback(partial(change, model))
 
 
 class Watchers:

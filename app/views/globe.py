@@ -11,10 +11,10 @@ It shows one of two views (``state.view``):
 
 The plot is rebuilt when the view, the projection, the point of view, the variable/level/layer or
 the observer being edited change (its fixed geometry, coastlines and graticule, is projected for
-one point of view); the time (and the member shown) and the observers' geometry update in place
-through :class:`holoviews.streams.Params` streams on ``truth.time_index`` (``results.time_index``
-and ``results.member``) and ``editor.revision``: a frame of the time player is one resampling of
-a 2-D field, not a new plot.
+one point of view); the observers' geometry updates in place through a
+:class:`holoviews.streams.Params` stream on ``editor.revision``, and a frame of the time player
+(``truth.time_index``; ``results.time_index`` and ``results.member``) is one resampling of a 2-D
+field written into the rendered image (:class:`FrameFeed`), not a new plot.
 
 Everything is drawn in map coordinates (see :mod:`app.plots`). Drawing: the stations of the
 network being edited are a point source with a ``PointDraw`` stream (click to add, drag to move,
@@ -28,6 +28,8 @@ removes the glyph the browser had kept.
 from __future__ import annotations
 
 import warnings
+import weakref
+from typing import Callable
 
 import holoviews as hv
 import numpy as np
@@ -39,9 +41,9 @@ from holoviews.operation.datashader import rasterize
 from app import geo, plots
 from app.state import AppState, StationsDraft, TrackDraft
 from app.state.drafts import PALETTE
-from app.views.base import NoticeAlert
+from app.views.base import NoticeAlert, change_models
 
-__all__ = ["GlobeView"]
+__all__ = ["GlobeView", "FrameFeed"]
 
 # An empty footprint layer is an all-NaN image, whose colour range HoloViews computes with nanmin.
 warnings.filterwarnings("ignore", message="All-NaN slice encountered", category=RuntimeWarning, module="holoviews")
@@ -61,8 +63,8 @@ _HINTS = {
 #: Pixels of the field image per pixel of the plot's frame. A grid cell of the default model spans
 #: ~20 frame pixels, so half the resolution looks the same, and a frame of the time player sends
 #: 300 × 300 float32 values (360 kB) instead of 600 × 600 float64 (2.9 MB): measured on 2 loaded
-#: cores, the websocket send alone took ~0.3 s at full resolution. An explicit ratio also keeps
-#: hi-DPI browsers from asking for 4× the pixels.
+#: cores, the websocket send alone took ~0.3 s at full resolution. A fixed size also keeps hi-DPI
+#: browsers from asking for 4× the pixels.
 FIELD_PIXEL_RATIO = 0.5
 
 #: Titles of the results layers (the member's number is added).
@@ -76,6 +78,72 @@ LAYER_TITLES = {
 #: Colour map of the spread (sequential from 0) and of the error (diverging around 0).
 SPREAD_CMAP = "YlOrRd"
 ERROR_CMAP = "RdBu_r"
+
+
+#: The frame a field layer shows; its DynamicMap is keyed on these values.
+TruthFrame = hv.streams.Stream.define("TruthFrame", time_index=0)
+ResultsFrame = hv.streams.Stream.define("ResultsFrame", time_index=0, member=0)
+
+
+class FrameFeed:
+    """Feeds the frames of the time player (and the member shown) to a rasterized field layer.
+
+    HoloViews updates a frame by evaluating the globe's whole overlay again (field, footprints,
+    coastlines, graticule, observers, marker): 100-150 ms of server time per frame on 2 cores, and
+    the page's layout computed again (``bench/app_latency.py``). Yet on a globe that is not zoomed
+    in, the rendered raster *is* the resampled image: same pixels, same bounds (datashader's regrid
+    onto its own grid changes nothing). So :meth:`show` writes the new image straight into the
+    data source(s) of the rendered image glyph, which the plot hook :meth:`hook` collected, and
+    only updates the stream's values silently, so that a later HoloViews update (a zoom) draws
+    the same frame. When the rendered raster is on another grid (zoomed in: datashader regrids
+    the view), :meth:`show` falls back to HoloViews (a stream event).
+
+    Arguments:
+        stream: The stream (:data:`TruthFrame` or :data:`ResultsFrame`) keying the field's DynamicMap.
+        image: Returns the current frame's ``hv.Image`` over the whole map (the DynamicMap's callback).
+    """
+
+    def __init__(self, stream: hv.streams.Stream, image: Callable[..., hv.Image]):
+        self.stream = stream
+        self.image = image
+        self._sources: weakref.WeakSet = weakref.WeakSet()
+        self.patched = 0  # frames written in place (the rest went through HoloViews)
+
+    def hook(self, plot, element) -> None:
+        """HoloViews plot hook of the rasterized field: remember the image glyph's data source."""
+
+        source = plot.handles.get("source")
+        if source is not None:
+            self._sources.add(source)
+
+    def show(self, **key) -> None:
+        """Show the frame ``key`` (the stream's parameters, e.g. ``time_index=3``)."""
+
+        if key == {k: getattr(self.stream, k) for k in key}:
+            return
+        sources = [s for s in self._sources if s.document is not None]
+        self.stream.update(**key)  # the callback reads the state; the stream keys its cache
+        image = self.image() if sources else None
+        values = image.dimension_values(2, flat=False) if image is not None else None
+        if values is None or not all(_same_grid(s, image.bounds.lbrt(), values.shape) for s in sources):
+            self.stream.event(**key)
+            return
+        change_models(sources, lambda source: source.data.update(image=[values]))
+        self.patched += 1
+
+
+def _same_grid(source, lbrt: tuple[float, float, float, float], shape: tuple[int, ...]) -> bool:
+    """Whether the rendered image in ``source`` has these bounds and this shape."""
+
+    data = source.data
+    try:
+        x, y, dw, dh, shown = data["x"][0], data["y"][0], data["dw"][0], data["dh"][0], data["image"][0]
+    except (KeyError, IndexError):
+        return False
+    l, b, r, t = lbrt
+    scale = max(abs(r - l), abs(t - b))
+    return np.shape(shown) == tuple(shape) and np.allclose([x, y, dw, dh], [l, b, r - l, t - b], rtol=0,
+                                                           atol=1e-9 * scale)
 
 
 class GlobeView(pn.viewable.Viewer):
@@ -101,8 +169,7 @@ class GlobeView(pn.viewable.Viewer):
                                          sizing_mode="stretch_width")
         g, t, e, r = state.globe, state.truth, state.editor, state.results
         # Shared by every rebuilt plot (each plot subscribes while it is shown).
-        self._time_stream = hv.streams.Params(t, ["time_index"])
-        self._frame_stream = hv.streams.Params(r, ["time_index", "member"])
+        self._feed: FrameFeed | None = None  # of the field shown
         self._point_stream = hv.streams.Params(r, ["point"])
         self._revision_stream = hv.streams.Params(e, ["revision"])
         g.param.watch(self._rebuild, ["projection", "central_longitude", "central_latitude", "show_field",
@@ -110,9 +177,12 @@ class GlobeView(pn.viewable.Viewer):
         state.param.watch(self._rebuild, ["view"])
         t.param.watch(self._if_view("truth", self._rebuild), ["dataset", "variable", "level"])
         t.param.watch(self._if_view("truth", self._update_title), ["time_index"])
+        t.param.watch(self._if_view("truth", lambda *_: self._show_frame(time_index=t.time_index)), ["time_index"])
         e.param.watch(self._if_view("truth", self._rebuild), ["active", "drafts"])
         r.param.watch(self._if_view("results", self._rebuild), ["revision", "layer", "variable", "level"])
         r.param.watch(self._if_view("results", self._update_title), ["time_index", "member"])
+        r.param.watch(self._if_view("results", lambda *_: self._show_frame(time_index=r.time_index, member=r.member)),
+                      ["time_index", "member"])
         self._layout = pn.Column(self._title, self._box, self._notice, self._results_notice, self._hint, margin=0)
         self._rebuild()
 
@@ -274,9 +344,14 @@ class GlobeView(pn.viewable.Viewer):
 
     # -- building -------------------------------------------------------------------------------
 
+    def _show_frame(self, **key) -> None:
+        if self._feed is not None:
+            self._feed.show(**key)
+
     def _rebuild(self, *_events) -> None:
         self.rebuilds += 1
         self._footprint_cache = None
+        self._feed = None
         self._update_title()
         results = self.view == "results"
         overlay = self._overlay(results=results)
@@ -301,11 +376,11 @@ class GlobeView(pn.viewable.Viewer):
             return None
         style = plots.field_style(t.variable)
         meta = t.meta
-        field = hv.DynamicMap(self._field_layer(sampler), streams=[self._time_stream])
-        return rasterize(field, pixel_ratio=FIELD_PIXEL_RATIO).opts(
+        feed = self._feed = FrameFeed(TruthFrame(time_index=t.time_index), self._field_layer(sampler))
+        return _rasterize(feed, sampler).opts(
             cmap=style.cmap, clim=t.value_range(symmetric=style.symmetric), colorbar=True,
             clabel=f"{meta.long_name} ({plots.units_label(meta.units)})" if meta.units else meta.long_name,
-            colorbar_opts={"width": 12})
+            colorbar_opts={"width": 12}, hooks=[feed.hook])
 
     def _results_field(self, projection):
         r = self.state.results
@@ -327,11 +402,11 @@ class GlobeView(pn.viewable.Viewer):
             cmap = style.cmap
             if style.symmetric:  # winds: centred on 0, as on the truth view
                 lo, hi = -max(abs(lo), abs(hi)), max(abs(lo), abs(hi))
-        field = hv.DynamicMap(self._results_layer(sampler, label=label, units=meta.units, shape=first.shape),
-                              streams=[self._frame_stream])
-        return rasterize(field, pixel_ratio=FIELD_PIXEL_RATIO).opts(
+        feed = self._feed = FrameFeed(ResultsFrame(time_index=r.time_index, member=r.member),
+                                      self._results_layer(sampler, label=label, units=meta.units, shape=first.shape))
+        return _rasterize(feed, sampler).opts(
             cmap=cmap, clim=(lo, hi), colorbar=True, clabel=f"{label} ({units})" if units else label,
-            colorbar_opts={"width": 12})
+            colorbar_opts={"width": 12}, hooks=[feed.hook])
 
     def _overlay(self, *, results: bool = False):
         state = self.state
@@ -393,6 +468,16 @@ class GlobeView(pn.viewable.Viewer):
             default_tools=["save", "reset", "wheel_zoom", "pan"], active_tools=active_tools,
             bgcolor="white", show_grid=False, **size,
         )
+
+
+def _rasterize(feed: FrameFeed, sampler: geo.MapSampler):
+    """The field of ``feed`` rasterized with datashader onto the view's range, at the resolution of
+    the sampler's image (``FIELD_PIXEL_RATIO`` of the frame's pixels, whatever the screen): the
+    whole map is then rasterized onto the image's own grid, which :class:`FrameFeed` relies on."""
+
+    field = hv.DynamicMap(feed.image, streams=[feed.stream])
+    height, width = sampler.shape
+    return rasterize(field, width=width, height=height, pixel_ratio=1, streams=[hv.streams.RangeXY])
 
 
 def _float32(image):

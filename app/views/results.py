@@ -22,7 +22,6 @@ from __future__ import annotations
 import io
 import logging
 import weakref
-from functools import partial
 
 import numpy as np
 import panel as pn
@@ -30,7 +29,7 @@ import panel as pn
 from app import adapter, figures, plots
 from app.state import AppState
 from app.state.notice import error
-from app.views.base import NoticeAlert, Watchers
+from app.views.base import NoticeAlert, Watchers, change_models
 
 __all__ = ["ResultsView", "Download", "TimeMarker"]
 
@@ -93,12 +92,7 @@ class TimeMarker:
 
     def _move(self, *_events) -> None:
         location = self.location
-        for span in list(self._spans):
-            doc = span.document
-            if doc is None or pn.state.curdoc is doc:  # not shown, or this session's own thread
-                span.location = location
-            else:  # e.g. a result delivered from another thread: the session applies it
-                doc.add_next_tick_callback(partial(setattr, span, "location", location))
+        change_models(list(self._spans), lambda span: setattr(span, "location", location))
 
     @property
     def spans(self) -> list:
@@ -159,7 +153,7 @@ class ResultsView(pn.viewable.Viewer):
         self.watchers.adopt(self._notice)
 
         self.watchers.watch(r, self._refresh, ["revision"])
-        self.watchers.watch(r, self._on_field, ["variable", "level"])
+        self.watchers.watch(r, self._deferred(self._on_field), ["variable", "level"])
         self.watchers.watch(r, self._draw_meteogram, ["point"])
         self.watchers.watch(r, self._sync_observer, ["observer"])
         self._layout = self._build()
@@ -183,7 +177,20 @@ class ResultsView(pn.viewable.Viewer):
             self._observer.param.update(options=self._observer_options(), value=self.results.observer)
         finally:
             self._syncing = False
-        self._on_field()
+        self._deferred(self._on_field)()
+
+    @staticmethod
+    def _deferred(draw):
+        """``draw``, run on the session's next tick when there is a session (at once otherwise).
+
+        A new result or field redraws the globe and this tab, seconds of work: the globe is drawn
+        first and sent to the browser, then this tab's plots (``pn.state.execute``).
+        """
+
+        def deferred(*_events) -> None:
+            pn.state.execute(draw, schedule=True)
+
+        return deferred
 
     def _on_field(self, *_events) -> None:
         self._draw_meteogram()
