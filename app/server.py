@@ -6,6 +6,14 @@ before the first visitor arrives, by :func:`app.adapter.load_engine`) and the jo
 their runs wait for the device (:func:`app.jobs.shared_queue`). :func:`warm` runs one datashader
 rasterization and one map resampling before the first visitor arrives, so that numba's
 compilation (1-3 s) does not stall the first page.
+
+The page loads nothing from another host, so that the app works offline: Bokeh's and Panel's
+JavaScript and CSS are served by this server from the installed packages (Bokeh's ``server``
+resources, the default; :func:`serve` warns when ``BOKEH_RESOURCES`` says otherwise), and the
+page uses :class:`OfflineFast`, Panel's Fast design without its web font, with the system's fonts
+(:data:`SYSTEM_FONT`). Icons must be inline SVG: a Panel icon *name* (``Button(icon="...")``) makes
+Bokeh fetch the Tabler webfont from ``cdn.jsdelivr.net``. ``tests/app/test_browser_offline.py``
+records every request of a page and fails on any other host.
 """
 
 from __future__ import annotations
@@ -15,9 +23,36 @@ import logging
 import os
 from typing import Any
 
+from panel.io.resources import CDN_DIST
+from panel.theme import Fast
+
 log = logging.getLogger(__name__)
 
-__all__ = ["serve", "warm", "app_factory"]
+__all__ = ["serve", "warm", "app_factory", "OfflineFast", "SYSTEM_FONT"]
+
+#: Font families of the page: whatever sans-serif face the visitor's system has (no web font).
+SYSTEM_FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, 'Liberation Sans', sans-serif"
+
+
+class OfflineFast(Fast):
+    """Panel's Fast design without its web font.
+
+    :class:`panel.theme.Fast` lists Open Sans from ``fonts.googleapis.com`` among its resources, and
+    every page with this design links it (a template's ``font_url`` does not remove it), which an
+    offline browser reports as ``net::ERR_NAME_NOT_RESOLVED``. This design drops that entry; its
+    other resources are Fast's own, named by their full bundle path (Panel resolves a relative
+    path under the design's class name, which is Fast's, not this class's), so they are still
+    served from Panel's local bundle. Pair it with a template ``font`` such as :data:`SYSTEM_FONT`.
+    """
+
+    _resources = {
+        **Fast._resources,
+        "font": {},
+        "js_modules": {
+            name: url if "//" in url else f"{CDN_DIST}bundled/{Fast.__name__.lower()}/{url}"
+            for name, url in Fast._resources["js_modules"].items()
+        },
+    }
 
 
 def warm() -> None:
@@ -77,9 +112,15 @@ def serve(
     """
 
     import panel as pn
+    from bokeh.settings import settings
 
     from app import adapter
 
+    resources = settings.resources(default="server")
+    if resources != "server":
+        # Panel takes any other mode as "use its CDN" for its own resources (panel.io.resources.use_cdn)
+        log.warning("BOKEH_RESOURCES=%s: pages may load Bokeh's and Panel's resources from a CDN, which "
+                    "needs a network connection (unset it to serve them from this server)", resources)
     if truth is not None:
         adapter.open_truth(truth)  # fail now, with the reader's message, not in every session
     if model is not None:

@@ -19,6 +19,10 @@ __all__ = ["RunControls", "POLL_MS"]
 
 #: How often a running job is polled, ms.
 POLL_MS = 250
+#: The Run button's icon, inline: an icon *name* makes Bokeh load the Tabler web font from a CDN,
+#: which an offline server cannot reach (see app.server).
+PLAY_ICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" fill="currentColor">'
+             '<path d="M7 4v16l13-8z"/></svg>')
 
 _HELP = {"color": "#555", "font-size": "0.85em"}
 _TASKS = {"Reanalysis (whole window)": "reanalysis", "Filtering (last state)": "filter", "Forecast": "forecast"}
@@ -50,7 +54,7 @@ class RunControls(pn.viewable.Viewer):
         self._iterations = pn.widgets.IntInput.from_param(run.param.iterations, name="Solver iterations (MMPS)",
                                                           **stretch)
         self._seed = pn.widgets.IntInput.from_param(run.param.seed, name="Random seed", **stretch)
-        self._run = pn.widgets.Button(name="Run", button_type="primary", icon="player-play", width=130)
+        self._run = pn.widgets.Button(name="Run", button_type="primary", icon=PLAY_ICON, width=130)
         self._cancel = pn.widgets.Button(name="Cancel", button_type="danger", button_style="outline", width=110)
         self._run.on_click(self._start)
         self._cancel.on_click(self._stop)
