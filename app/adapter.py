@@ -8,8 +8,9 @@ footprints and read and write scenario files. Errors a user can cause come out a
 
 The run/results part lives here too: :func:`load_engine` loads a model package once per process
 (an :class:`Engine` shared read-only by every session), :func:`run_scenario` runs a scenario on a
-worker thread (simulating the values of observers that have none from the truth) and returns a
-:class:`RunOutput`, and the results functions (:func:`ensemble_layer`, :func:`layer_range`,
+worker thread (simulating the values of observers that have none from the truth), publishes the
+guided ensemble as soon as it exists and returns the final :class:`RunOutput` (with O−B) after
+the background pass, and the results functions (:func:`ensemble_layer`, :func:`layer_range`,
 :func:`meteogram`, :func:`metric_curves`, :func:`innovations`, :func:`export_result`) turn an
 output into what the views draw. The numerics of the results are defined here, once:
 
@@ -527,20 +528,42 @@ def _simulate_missing(engine: Engine, scenario: Scenario, truth: xr.Dataset | No
     return dataclasses.replace(scenario, observations=observations)
 
 
+def _pass(progress: Callable[[int, int], None] | None, index: int,
+          passes: int) -> Callable[[int, int], None] | None:
+    """Progress of pass ``index`` of ``passes`` equal sampling passes, reported over all of them."""
+
+    if progress is None:
+        return None
+    return lambda i, n: progress(index * n + i, passes * n)
+
+
 def run_scenario(engine: Engine, scenario: Scenario, truth: xr.Dataset | None, *,
-                 progress: Callable[[int, int], None] | None = None, cancel: Any = None) -> RunOutput:
+                 progress: Callable[[int, int], None] | None = None, cancel: Any = None,
+                 publish: Callable[[RunOutput], None] | None = None) -> RunOutput:
     """Run a scenario's task (on a worker thread: this takes seconds to minutes).
 
-    Observers without values get values simulated from ``truth`` first; the background
-    (unguided) ensemble is sampled too (``background=True``) so that O−B exists.
+    Observers without values get values simulated from ``truth`` first. Then two sampling passes
+    of ``steps`` each: the guided ensemble (the analysis), handed to ``publish`` as soon as it
+    exists (without O−B), and the background (the unguided prior ensemble with the same seed,
+    :meth:`~appa_engine.tasks.assimilator.Assimilator.background`) whose observation
+    equivalents ``obs_background`` give O−B. The arrays are those of one
+    ``assimilator.run(scenario, background=True)`` call. Without observations in the window
+    there is no background pass (and nothing is published: the result is final at once).
 
     Arguments:
         engine: The loaded model.
         scenario: Window, observers and settings.
         truth: The canonical truth dataset (lazy), or None.
-        progress: Called with ``(step, total)`` after each diffusion step of the guided sampler.
+        progress: Called with ``(step, 2 × steps)`` after each diffusion step: steps
+            ``1 … steps`` are the guided pass, ``steps + 1 … 2 × steps`` the background pass.
         cancel: A :class:`threading.Event`; the sampler raises :class:`Cancelled` at the next step
-            once it is set.
+            once it is set (a guided result already published stays valid).
+        publish: Called (on this thread) with the guided :class:`RunOutput`, before the
+            background pass; e.g. :meth:`app.jobs.Job.publish`.
+
+    Returns:
+        The final output: the guided dataset plus ``obs_background``, the same truth and
+        scenario as the published one, and the wall time of the whole run.
 
     Raises:
         ObservationError, ConfigError, DataError: see :func:`check_run`; too many observations
@@ -551,10 +574,20 @@ def run_scenario(engine: Engine, scenario: Scenario, truth: xr.Dataset | None, *
     t0 = time.perf_counter()
     check_run(engine, scenario, truth)
     scenario = _simulate_missing(engine, scenario, truth)
+    passes = 2 if len(scenario.observations) else 1
     if cancel is not None and cancel.is_set():  # cancelled while the observations were simulated
         raise Cancelled(0, scenario.sampler.steps)
-    ds = engine.assimilator.run(scenario, progress=progress, cancel=cancel, background=True)
-    return RunOutput(ds, align_truth(ds, truth), scenario, time.perf_counter() - t0)
+    assimilator = engine.assimilator
+    ds = assimilator.run(scenario, progress=_pass(progress, 0, passes), cancel=cancel)
+    guided = RunOutput(ds, align_truth(ds, truth), scenario, time.perf_counter() - t0)
+    if not ds.sizes.get("obs", 0):  # the prior: no observation to compare, no background
+        return guided
+    if publish is not None:
+        publish(guided)
+    log.debug("guided ensemble in %.1f s; sampling the background", guided.seconds)
+    background = assimilator.background(scenario, progress=_pass(progress, 1, passes), cancel=cancel)
+    return dataclasses.replace(guided, dataset=ds.assign(obs_background=background),
+                               seconds=time.perf_counter() - t0)
 
 
 # -- results ------------------------------------------------------------------------------------

@@ -7,6 +7,12 @@ runs go one after the other). :meth:`JobQueue.submit` puts a function in the que
 ``cancel=`` and stop at the next diffusion step). The UI thread only *reads* a job (its ``status``,
 ``step``/``total``, :meth:`JobQueue.position`); nothing here imports Panel or the engine.
 
+A job may deliver an intermediate result before it ends: :meth:`Job.publish` (worker thread)
+stores it in :attr:`Job.partial` and bumps :attr:`Job.published`; the UI thread reads both at
+once with :meth:`Job.latest` and shows what is new (e.g. the guided ensemble while the O−B
+background pass still runs). A published result stays readable whatever the job's outcome:
+a cancel or a failure afterwards withdraws nothing.
+
 Outcomes: the function's return value goes to :attr:`Job.result` (status ``"done"``); an exception
 goes to :attr:`Job.error` (status ``"failed"``, the worker carries on with the next job), except
 when the job was cancelled, in which case the status is ``"cancelled"`` (the engine raises its
@@ -44,6 +50,9 @@ class Job:
         status: ``"queued"``, ``"running"``, ``"done"``, ``"failed"`` or ``"cancelled"``.
         step, total: The progress last reported by the function (diffusion steps).
         result: What the function returned (status ``"done"``).
+        partial: The last intermediate result published (:meth:`publish`), or None.
+        published: How many intermediate results were published (0: none).
+        published_at: :func:`time.monotonic` time of the last :meth:`publish` (None before).
         error: What it raised (``"failed"``, or ``"cancelled"`` when it stopped on a cancel).
         submitted, started, finished: :func:`time.monotonic` times (None until reached).
         cancel_event: Set by :meth:`cancel`; the function stops when it sees it.
@@ -58,6 +67,10 @@ class Job:
         self.total = 0
         self.result: Any = None
         self.error: BaseException | None = None
+        self.partial: Any = None
+        self.published = 0
+        self.published_at: float | None = None
+        self._partial_lock = threading.Lock()
         self.submitted = time.monotonic()
         self.started: float | None = None
         self.finished: float | None = None
@@ -73,6 +86,22 @@ class Job:
         """Record progress (called by the function, on the worker thread)."""
 
         self.step, self.total = int(step), int(total)
+
+    def publish(self, value: Any) -> None:
+        """Deliver an intermediate result (called by the function, on the worker thread); the job
+        runs on. Readers see it through :meth:`latest`."""
+
+        with self._partial_lock:
+            self.partial = value
+            self.published += 1
+            self.published_at = time.monotonic()
+
+    def latest(self) -> tuple[int, Any]:
+        """``(published, partial)`` read together: how many intermediate results there were and
+        the last one (``(0, None)`` before any)."""
+
+        with self._partial_lock:
+            return self.published, self.partial
 
     def cancel(self) -> None:
         """Drop the job if it is still queued; ask it to stop at its next step if it runs."""

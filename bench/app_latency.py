@@ -8,13 +8,15 @@ the first visitor) and driven by Debian's Chromium through Playwright. Printed:
 2. **click to first result**: a session with ``--stations`` random stations (the editor's
    "random" preset) and the app's default run settings (8 members, 24 DDIM steps, MMPS with one
    solver iteration); from the click on *Run* until the page shows the ensemble mean on the
-   globe (the title says so and the new plot is in the page), split into the run itself (the
-   job's wall time on the worker) and the rest (queueing, handing the output to the views,
-   building and sending the plots);
+   globe (the title says so and the new plot is in the page), split into the guided pass (the
+   job publishes its guided ensemble before the background pass that gives O−B) and the rest
+   (queueing, handing the output to the views, building and sending the plots); then until the
+   whole run (O−B included) is done;
 3. **frame switch**: the results' time player is stepped from the page (its Bokeh model's
    value is set, exactly what its *next* button does) and the time until the globe's image has
-   new data in the browser and one more animation frame has been painted, median of
-   ``--frames`` steps (no plot is rebuilt: the field is updated in place through a stream).
+   new data in the browser and two more animation frames have been painted, median of
+   ``--frames`` steps (no plot is rebuilt: the frame is written into the rendered image,
+   :class:`app.views.globe.FrameFeed`).
 
 Targets (issue #5): first result under 20 s on 2 CPU cores, frame switch under 200 ms. Not a
 test::
@@ -211,14 +213,21 @@ def main(argv=None) -> int:
                           or (app.state.view == "results" and _globe_id(page) not in (None, old)
                               and page.get_by_text("Ensemble mean ·").count() > 0), args.timeout)
             first_result = time.perf_counter() - t0
-            if run.status != "done" or not shown:
+            if not shown or run.status in ("failed", "cancelled"):
                 raise SystemExit(f"the run did not finish: {run.status} {run.status_text} {run.notice}")
-            job = run.job.finished - run.job.started
+            # The guided ensemble is shown first; the background pass (O−B) goes on after it.
+            job = run.job
+            _wait(page, lambda: job.is_finished, args.timeout)
+            complete = time.perf_counter() - t0
+            if job.status != "done":
+                raise SystemExit(f"the run did not finish: {job.status} {run.status_text} {run.notice}")
+            guided = (job.published_at or job.finished) - job.started
             rows.append((f"click to first result ({args.members} members, {args.steps} steps, "
                          f"{args.stations} stations = {n_obs:,} obs)", first_result, "s",
                          f"< {TARGET_FIRST_RESULT_S:.0f} s", "yes" if first_result < TARGET_FIRST_RESULT_S else "NO"))
-            rows.append(("  of which the run on the worker", job, "s", "", ""))
-            rows.append(("  of which queue, views and page", first_result - job, "s", "", ""))
+            rows.append(("  of which the guided pass on the worker", guided, "s", "", ""))
+            rows.append(("  of which queue, views and page", first_result - guided, "s", "", ""))
+            rows.append(("click to O−B (the background pass done)", complete, "s", "", ""))
 
             # 3. Frame switches (the player of the results).
             page.wait_for_timeout(1000)

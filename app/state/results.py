@@ -5,9 +5,17 @@ the point of the meteogram, the observer of the diagnostics, and the exports.
 it returns comes from :mod:`app.adapter` (the ensemble layers, colour ranges, meteogram, metric
 curves, innovations and export files are defined there). The selection survives a new run when it
 still makes sense (same variable and level, time and member within range).
+
+A run arrives in two parts: :meth:`ResultsState.set_output` shows its guided ensemble (a new
+output: :attr:`~ResultsState.revision` is bumped and every view redraws), then
+:meth:`ResultsState.add_background` attaches the O−B of its background pass to that same
+output, bumping only :attr:`~ResultsState.innovations_revision`: the observation-space
+diagnostics redraw, the globe and the other panels (and the user's selection) stay as they are.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import param
@@ -35,6 +43,9 @@ class ResultsState(TimeAxis, param.Parameterized):
     point = param.Parameter(default=None, doc="(lon, lat) of the meteogram's grid cell, or None")
     observer = param.Selector(default="", objects=[""], doc="Observer of the diagnostics ('' for all)")
     revision = param.Integer(default=0, doc="Bumped when a new output arrives")
+    innovations_revision = param.Integer(
+        default=0, doc="Bumped when the observation-space residuals of the output shown change "
+                       "(its O−B arrives)")
     notice = param.Parameter(default=None, doc="Why something could not be shown or exported (a Notice)")
 
     def __init__(self, **params):
@@ -81,6 +92,38 @@ class ResultsState(TimeAxis, param.Parameterized):
             )
             self._update_layers()
             self.revision += 1
+
+    def add_background(self, output: adapter.RunOutput, *, partial: adapter.RunOutput) -> bool:
+        """Attach the O−B of a run's final ``output`` to the guided ensemble shown, ``partial``.
+
+        Only ``obs_background`` is taken from ``output`` (the rest, ``seconds`` included, stays
+        that of the ensemble shown): the fields are unchanged, so :attr:`revision` is not bumped
+        (nothing is rebuilt and the selection stays); :attr:`innovations_revision` is, and the
+        innovations and exports include O−B.
+
+        Arguments:
+            output: The final output of the run (:func:`app.adapter.run_scenario`).
+            partial: The guided output of the same run, which :meth:`set_output` showed.
+
+        Returns:
+            Whether it was attached: False (and nothing changes) when the output shown is no
+            longer ``partial`` (a new output or :meth:`clear` replaced it: a late background
+            never lands on another run) or ``output`` has no ``obs_background`` that fits it.
+        """
+
+        current = self.output
+        if current is None or current is not partial:
+            return False
+        background = output.dataset.get("obs_background")
+        shown = current.dataset
+        if background is None or dict(background.sizes) != {"member": shown.sizes.get("member"),
+                                                            "obs": shown.sizes.get("obs")}:
+            return False
+        self._innovations = None
+        with param.parameterized.batch_call_watchers(self):
+            self.output = dataclasses.replace(current, dataset=shown.assign(obs_background=background))
+            self.innovations_revision += 1
+        return True
 
     def clear(self) -> None:
         """Forget the output (and the selection that depends on it)."""

@@ -5,7 +5,13 @@ settings (task, members, sampler, guidance, seed), checks it, and submits it to 
 (:mod:`app.jobs`) shared by every session, since there is one device. A worker thread runs it
 (:func:`app.adapter.run_scenario`); the UI thread calls :meth:`RunState.poll` every ~250 ms to
 copy the job's status, progress and place in the queue into parameters, and to hand the output
-to :class:`~app.state.results.ResultsState` once it is done.
+to :class:`~app.state.results.ResultsState`.
+
+A run delivers twice: the guided ensemble as soon as it exists (the job publishes it, see
+:meth:`app.jobs.Job.publish`; :meth:`ResultsState.set_output` shows it), then, when the O−B
+background pass is over, the final output, of which only ``obs_background`` is new
+(:meth:`ResultsState.add_background`: the observation-space diagnostics redraw, nothing else).
+A cancel or a failure during the background pass leaves the guided ensemble shown, without O−B.
 """
 
 from __future__ import annotations
@@ -25,9 +31,11 @@ __all__ = ["RunState"]
 
 
 def _run(engine, scenario, truth, job: Job):
-    """What the worker runs: the scenario, reporting each diffusion step and watching the cancel."""
+    """What the worker runs: the scenario, reporting each diffusion step, publishing the guided
+    ensemble before the background pass, and watching the cancel."""
 
-    return adapter.run_scenario(engine, scenario, truth, progress=job.report, cancel=job.cancel_event)
+    return adapter.run_scenario(engine, scenario, truth, progress=job.report, cancel=job.cancel_event,
+                                publish=job.publish)
 
 
 def _plural(n: int, word: str) -> str:
@@ -73,7 +81,9 @@ class RunState(param.Parameterized):
         self.owner = owner or f"session-{uuid.uuid4().hex[:8]}"
         self.engine = None
         self._job: Job | None = None
-        self._delivered = True
+        self._delivered = True  # the job's outcome reached the results (or needs not)
+        self._partials = 0  # intermediate results of the job shown so far
+        self._partial = None  # the last one (an adapter.RunOutput without O-B)
         # Settings of an imported scenario that have no widget: kept so that a re-run reproduces it.
         self._corrections, self._delta, self._solver = 2, 0.1, "cg"
         self.set_engine(engine)
@@ -176,6 +186,7 @@ class RunState(param.Parameterized):
         self._job = self.queue.submit(functools.partial(_run, self.engine, scenario, truth), owner=self.owner,
                                       label=f"{scenario.task}, {_plural(scenario.members, 'member')}")
         self._delivered = False
+        self._partials, self._partial = 0, None
         self.notice = None
         self.poll()
         return True
@@ -191,12 +202,20 @@ class RunState(param.Parameterized):
             self.status_text = "Cancelling…"
 
     def poll(self) -> bool:
-        """Copy the job's state into the parameters (UI thread); True while the run is busy."""
+        """Copy the job's state into the parameters (UI thread); True while the run is busy.
+
+        A guided ensemble the job has published since the last poll goes to the results at once
+        (even when the job has finished since: a cancel or a failure of the background pass does
+        not withdraw it)."""
 
         job = self._job
         if job is None:
             return False
-        status = job.status
+        status = job.status  # one reading: the job may finish meanwhile (the next poll sees it)
+        finished = status in ("done", "failed", "cancelled")
+        if not self._delivered and not (status == "done" and self._partial is None):
+            self._show_partial(job)  # (a run found done at once is shown whole, once)
+        background = self._partial is not None  # the guided ensemble is shown: O-B is on its way
         updates = dict(status=status, step=job.step, total=job.total,
                        queue_position=self.queue.position(job) if status == "queued" else 0)
         if status == "queued":
@@ -209,28 +228,65 @@ class RunState(param.Parameterized):
                 updates["status_text"] = f"Preparing the run ({job.elapsed:.0f} s)"
             elif job.step >= job.total:
                 updates["status_text"] = f"Step {job.step} / {job.total}: finishing ({job.elapsed:.0f} s)"
+            elif background:
+                updates["status_text"] = (f"Step {job.step} / {job.total}: O−B background pass "
+                                          f"({job.elapsed:.0f} s)")
             else:
                 updates["status_text"] = f"Step {job.step} / {job.total} ({job.elapsed:.0f} s)"
         elif status == "done":
-            updates["status_text"] = f"Done in {job.elapsed:.1f} s"
+            first = self._first_seconds(job) if background else None
+            updates["status_text"] = f"Done in {job.elapsed:.1f} s" + (
+                f" (the ensemble after {first:.1f} s, then O−B)" if first is not None else "")
         elif status == "cancelled":
-            updates["status_text"] = "Cancelled" + (f" after {job.step} of {job.total} steps" if job.total else "")
+            if background:
+                updates["status_text"] = (f"Cancelled during the O−B background pass (step {job.step} of "
+                                          f"{job.total}): the ensemble is shown, O−B was not computed")
+            else:
+                updates["status_text"] = "Cancelled" + (f" after {job.step} of {job.total} steps"
+                                                        if job.total else "")
         else:
-            updates["status_text"] = "Failed"
-        if job.is_finished and not self._delivered:
+            updates["status_text"] = ("Failed in the O−B background pass: the ensemble is shown, "
+                                      "O−B was not computed" if background else "Failed")
+        if finished and not self._delivered:
             self._delivered = True
             updates["notice"] = self._outcome(job)
         self.param.update(updates)
-        return not job.is_finished
+        return not finished
+
+    def _show_partial(self, job: Job) -> None:
+        count, partial = job.latest()
+        if count <= self._partials or partial is None:
+            return
+        self._partials, self._partial = count, partial
+        if self.results is not None:
+            self.results.set_output(partial)
+
+    @staticmethod
+    def _first_seconds(job: Job) -> float | None:
+        """Seconds from the start of the job to its first published result (None without one)."""
+
+        if job.published_at is None or job.started is None:
+            return None
+        return job.published_at - job.started
 
     def _outcome(self, job: Job):
+        partial = self._partial
         if job.status == "done":
             if self.results is not None:
-                self.results.set_output(job.result)
+                if partial is None:
+                    self.results.set_output(job.result)
+                elif not self.results.add_background(job.result, partial=partial):
+                    return info(f"Done: {job.label} in {job.elapsed:.1f} s; its O−B was not shown, since "
+                                "other results replaced the run's meanwhile.")
             return ok(f"Done: {job.label} in {job.elapsed:.1f} s.")
         if job.status == "cancelled":
+            if partial is not None:
+                return info("The O−B background pass was cancelled: the ensemble is shown without O−B.")
             return info("The run was cancelled.")
         e = job.error
+        if partial is not None:
+            reason = error(e).text if isinstance(e, adapter.AppaError) else f"{type(e).__name__}: {e}"
+            return error(f"The O−B background pass failed (the ensemble is shown without O−B): {reason}")
         if isinstance(e, adapter.AppaError):
             return error(e)
         return error(f"The run failed: {type(e).__name__}: {e}")

@@ -56,7 +56,7 @@ class AppState(param.Parameterized):
                                 queue=queue if queue is not None else shared_queue(), owner=self.session_id)
         self.truth.param.watch(self._on_truth, ["dataset"])
         self.editor.param.watch(self._on_settings, ["settings"], onlychanged=False)  # each import
-        self.run.param.watch(self._on_run_status, ["status"])
+        self.results.param.watch(self._on_result, ["revision"])
         self._load_model(model)
         if truth is not None:
             self.truth.load(truth)
@@ -102,6 +102,8 @@ class AppState(param.Parameterized):
     def _on_settings(self, *_events) -> None:
         self.run.apply(self.editor.settings)
 
-    def _on_run_status(self, event) -> None:
-        if event.new == "done":
+    def _on_result(self, *_events) -> None:
+        """A run's ensemble arrived (its guided ensemble, before O−B): the globe shows it."""
+
+        if self.results.available:
             self.view = "results"

@@ -156,6 +156,8 @@ class ResultsView(pn.viewable.Viewer):
         self.watchers.watch(r, self._deferred(self._on_field), ["variable", "level"])
         self.watchers.watch(r, self._draw_meteogram, ["point"])
         self.watchers.watch(r, self._sync_observer, ["observer"])
+        self.watchers.watch(r, self._draw_diagnostics, ["innovations_revision"])  # O−B arrived
+        self.watchers.watch(state.run, self._draw_diagnostics, ["status"])  # O−B pending, or given up
         self._layout = self._build()
         self._refresh()
 
@@ -333,7 +335,8 @@ class ResultsView(pn.viewable.Viewer):
     def _draw_diagnostics(self, *_events) -> None:
         r = self.results
         key = self._channels.get(self._channel.value)
-        if self._unchanged("diagnostics", (r.revision, r.observer, key)):
+        pending = self.state.run.busy  # the run shown may still compute its O−B
+        if self._unchanged("diagnostics", (r.revision, r.innovations_revision, r.observer, key, pending)):
             return
         if not r.available or key is None:
             self._diag_hint.object = "" if not r.available else "This run has no observations."
@@ -361,7 +364,8 @@ class ResultsView(pn.viewable.Viewer):
         self._diag_hint.object = (
             f"Residuals of {len(table):,} observations of {who}: observed value minus the ensemble mean of the "
             "observed quantity, before (O−B: the prior ensemble, unguided) and after (O−A) assimilation."
-            + ("" if has_background else " This run has no background ensemble, so O−B is not available."))
+            + ("" if has_background else " O−B is being computed (the background pass of the run)…" if pending
+               else " This run has no background ensemble, so O−B is not available."))
 
     # -- exports ------------------------------------------------------------------------------
 

@@ -16,6 +16,13 @@ A window of ``hours`` holds the states ``start, start + Δt, …, start + hours`
 window shorter than one blanket is sampled as one blanket and cropped.
 
 Runs are reproducible: all randomness comes from one generator seeded with ``seed``.
+
+**Background (O−B).** The observation equivalents of the *prior* ensemble,
+:math:`H(D(z^b_m))` with :math:`z^b_m \sim p(z^{1:L})` sampled unguided over the same window, with
+the same sampler, stitching mode, members and seed, give the innovations :math:`y - \overline{H(x^b)}`.
+:meth:`Assimilator.background` computes them for a scenario after its guided run (so that a
+caller can show the analysis first); ``background=True`` computes them within the same call, by the
+same code, hence bit-identical values. Autoregressive forecasts have no background.
 """
 
 from __future__ import annotations
@@ -47,6 +54,9 @@ log = logging.getLogger(__name__)
 SAMPLERS = {"pc": PCSampler, "ddim": DDIMSampler, "heun": HeunSampler, "lms": LMSSampler}
 
 Progress = Callable[[int, int], None]
+
+#: Stitching mode of each task (a forecast of a scenario samples all of its states at once).
+_MODES = {"reanalysis": "symmetric", "filter": "causal", "forecast": "causal"}
 
 
 def _as_datetime(value) -> np.datetime64:
@@ -87,6 +97,25 @@ def _scaled(progress: Progress | None, index: int, passes: int) -> Progress | No
     if progress is None:
         return None
     return lambda i, n: progress(index * n + i, passes * n)
+
+
+#: Attributes of ``obs_background``.
+_BACKGROUND_ATTRS = {"long_name": "model equivalent of the prior ensemble"}
+
+
+def _obs_coords(table) -> dict:
+    """Coordinates on dim ``obs`` of a compiled observation table."""
+
+    return {
+        "observer": ("obs", table["observer"].to_numpy().astype(str).astype(object)),
+        "obs_kind": ("obs", table["kind"].to_numpy().astype(str).astype(object)),
+        "obs_variable": ("obs", table["variable"].to_numpy().astype(str).astype(object)),
+        "obs_channel": ("obs", table["channel"].to_numpy().astype(str).astype(object)),
+        "obs_level": ("obs", table["level"].to_numpy(np.float64)),
+        "obs_lon": ("obs", table["lon"].to_numpy(np.float64)),
+        "obs_lat": ("obs", table["lat"].to_numpy(np.float64)),
+        "obs_time": ("obs", table["time"].to_numpy("datetime64[ns]")),
+    }
 
 
 class Assimilator:
@@ -232,7 +261,12 @@ class Assimilator:
                  sampler: SamplerSettings = SamplerSettings(), guidance: GuidanceSettings = GuidanceSettings(),
                  seed: int = 0, overlap_sigma: float = 1e-2, progress: Progress | None = None,
                  cancel=None, background: bool = False) -> xr.Dataset:
-        """Ensemble of trajectories over the window and ``lead_hours`` beyond it."""
+        """Ensemble of trajectories over the window and ``lead_hours`` beyond it.
+
+        ``background=True`` adds ``obs_background`` (see :meth:`background`) to an
+        ``"all_at_once"`` forecast; an ``"autoregressive"`` one has no background (the flag is
+        ignored there).
+        """
 
         if lead_hours <= 0:
             raise ConfigError(f"a forecast needs a positive lead time, got {lead_hours} hours")
@@ -254,7 +288,13 @@ class Assimilator:
 
     def run(self, scenario: Scenario, *, progress: Progress | None = None, cancel=None,
             background: bool = False) -> xr.Dataset:
-        """Run the task of a scenario file; the scenario is stored in the output's attributes."""
+        """Run the task of a scenario file; the scenario is stored in the output's attributes.
+
+        With ``background=True`` the output also holds ``obs_background`` (the prior ensemble's
+        observation equivalents, see :meth:`background`), sampled after the guided pass;
+        ``progress`` then runs over both passes (``2 × steps``). ``run(scenario)`` followed by
+        :meth:`background` gives the same arrays in two calls.
+        """
 
         kw = dict(members=scenario.members, sampler=scenario.sampler, guidance=scenario.guidance,
                   seed=scenario.seed, progress=progress, cancel=cancel, background=background)
@@ -270,7 +310,59 @@ class Assimilator:
         ds.attrs["scenario"] = yaml.safe_dump(scenario.to_dict(), sort_keys=False)
         return ds
 
+    def background(self, scenario: Scenario, *, progress: Progress | None = None,
+                   cancel=None) -> xr.DataArray | None:
+        r"""Observation equivalents of the background (prior) ensemble of a scenario: what O−B needs.
+
+        .. math:: H(x^b_m) = A\big(D(z^b_m)\big), \qquad z^b_m \sim p(z^{1:L}), \quad m = 1, \dots, M,
+
+        where the prior trajectories :math:`z^b` are sampled *unguided* over the scenario's window
+        with its sampler, stitching mode (symmetric for a reanalysis, causal for a filter or a
+        forecast), members and seed (a fresh generator seeded with ``scenario.seed``), decoded,
+        and observed by the same compiled operator :math:`A` as the analysis. This is exactly the
+        second pass of ``run(scenario, background=True)``: the two give bit-identical arrays, so
+        a caller may run the guided pass first, show it, then call this.
+
+        A scenario's forecast samples its window and lead at once (``"all_at_once"``), so it has a
+        background; an autoregressive forecast (:meth:`forecast` with ``mode="autoregressive"``)
+        has none.
+
+        Arguments:
+            scenario: The scenario whose output gets the background (its observations must carry
+                values, as for :meth:`run`).
+            progress: Called with ``(step, steps)`` after each diffusion step.
+            cancel: A :class:`threading.Event` (or a callable); sampling raises
+                :class:`~appa_engine.diffusion.samplers.Cancelled` at the next step once it is set.
+
+        Returns:
+            ``obs_background``, ``(member, obs)`` float64 in physical units, on the same ``obs``
+            (and coordinates) as the output of :meth:`run`; None when no observation falls in the
+            window (a run of the prior has nothing to compare).
+        """
+
+        times, obs_times = self._task_windows(scenario.task, start=scenario.start, hours=scenario.hours,
+                                              lead_hours=scenario.lead_hours)
+        compiled = self.compile(scenario.observations, obs_times)
+        if len(compiled) == 0:
+            return None
+        return self._background(compiled, times, n_obs_states=len(obs_times), members=scenario.members,
+                                mode=_MODES[scenario.task], sampler=scenario.sampler, seed=scenario.seed,
+                                progress=progress, cancel=cancel)
+
     # ------------------------------------------------------------------ internals
+    def _task_windows(self, task: str, *, start, hours: float,
+                      lead_hours: float = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Times sampled and times observed ``((L,), (L_obs,))`` of a scenario's task."""
+
+        if task not in _MODES:
+            raise ConfigError(f"unknown task '{task}'", hint=f"use one of {', '.join(_MODES)}")
+        if task != "forecast":
+            times = self.window(start, hours)
+            return times, times
+        if lead_hours <= 0:
+            raise ConfigError(f"a forecast needs a positive lead time, got {lead_hours} hours")
+        return self.window(start, hours + lead_hours), self.window(start, hours)
+
     def _assimilate(self, observations, *, start, hours, members, sampler, guidance, seed, progress,
                     cancel, mode, task, background, obs_hours=None) -> xr.Dataset:
         if members < 1:
@@ -290,15 +382,41 @@ class Assimilator:
         z = self.sample_latent(times, members=members, A=A, y=compiled.y, cov_y=compiled.cov_y, mode=mode,
                                sampler=sampler, guidance=guidance, generator=generator,
                                progress=_scaled(progress, 0, passes), cancel=cancel)
-        z_b = None
+        obs_background = None
         if passes == 2:  # the prior ensemble (same seed) whose observation equivalents give O - B
-            z_b = self.sample_latent(times, members=members, mode=mode, sampler=sampler,
-                                     generator=torch.Generator(self.device).manual_seed(seed),
-                                     progress=_scaled(progress, 1, passes), cancel=cancel)
-        ds = self._dataset(z, times, compiled, task=task, prior_only=prior_only, z_background=z_b,
+            obs_background = self._background(compiled, times, n_obs_states=len(obs_times), members=members,
+                                              mode=mode, sampler=sampler, seed=seed,
+                                              progress=_scaled(progress, 1, passes), cancel=cancel)
+        ds = self._dataset(z, times, compiled, task=task, prior_only=prior_only, obs_background=obs_background,
                            n_obs_states=len(obs_times))
         ds.attrs["decoding"] = decoding
         return ds
+
+    def _background(self, compiled: CompiledObservations, times: np.ndarray, *, n_obs_states: int, members: int,
+                    mode: str, sampler: SamplerSettings, seed: int, progress: Progress | None,
+                    cancel) -> xr.DataArray:
+        """The one code path of the background: unguided prior ensemble (fresh generator seeded with
+        ``seed``), its first ``n_obs_states`` states decoded and observed, ``(member, obs)``."""
+
+        if members < 1:
+            raise ConfigError(f"members must be at least 1, got {members}")
+        generator = torch.Generator(self.device).manual_seed(seed)
+        z_b = self.sample_latent(times, members=members, mode=mode, sampler=sampler, generator=generator,
+                                 progress=progress, cancel=cancel)[:, :n_obs_states]  # (M, L_obs, Z, h, w)
+        x_b = self.decode(z_b)  # (M, L_obs, C, H, W) physical
+        return xr.DataArray(self._equivalents(compiled, x_b, z_b), dims=("member", "obs"),
+                            coords={"member": np.arange(members), **_obs_coords(compiled.table)},
+                            name="obs_background", attrs=dict(_BACKGROUND_ATTRS))
+
+    def _equivalents(self, compiled: CompiledObservations, x: torch.Tensor, z: torch.Tensor) -> np.ndarray:
+        """Model equivalents ``(M, N)`` (float64, physical units) of physical states ``x``
+        ``(M, L_obs, C, H, W)`` and their latents ``z`` ``(M, L_obs, Z, h, w)``."""
+
+        with torch.no_grad():
+            states = torch.as_tensor(compiled.state_indices, dtype=torch.long, device=x.device)
+            x_std = self.model.standardize(x[:, states]) if compiled.has_physical else None
+            hx = compiled.A(x_std, z=z if compiled.has_latent else None)
+            return compiled.to_physical(hx.double().cpu().numpy())
 
     def _autoregressive(self, observations, *, start, hours, lead_hours, members, sampler, guidance,
                         seed, overlap_sigma, progress, cancel) -> xr.Dataset:
@@ -341,7 +459,7 @@ class Assimilator:
         ds.attrs["decoding"] = decoding
         return ds
 
-    def _dataset(self, z, times, compiled, *, task, prior_only, n_obs_states, z_background=None) -> xr.Dataset:
+    def _dataset(self, z, times, compiled, *, task, prior_only, n_obs_states, obs_background=None) -> xr.Dataset:
         m = self.model
         x = self.decode(z)  # (M, L, C, H, W) physical
         ds = m.channels.unstack(x.cpu().numpy().astype(np.float32), time=times, latitude=m.grid.lat,
@@ -350,8 +468,7 @@ class Assimilator:
         for name in ds.data_vars:
             ds[name].attrs["units"] = m.stats.metadata.get("units", {}).get(name, ds[name].attrs.get("units", ""))
         if len(compiled):
-            ds = ds.merge(self._observations(compiled, x[:, :n_obs_states], z[:, :n_obs_states],
-                                             None if z_background is None else z_background[:, :n_obs_states]))
+            ds = ds.merge(self._observations(compiled, x[:, :n_obs_states], z[:, :n_obs_states], obs_background))
         ds.attrs.update({
             "title": f"Appa Studio {task}",
             "task": task,
@@ -367,39 +484,20 @@ class Assimilator:
             ds.attrs["comment"] = "no observations were given: these are samples of the prior"
         return ds
 
-    def _observations(self, compiled: CompiledObservations, x, z, z_background) -> xr.Dataset:
-        """The observations, their model equivalents and the footprints, as variables."""
+    def _observations(self, compiled: CompiledObservations, x, z, obs_background=None) -> xr.Dataset:
+        """The observations, their model equivalents (analysis ``x``, ``z`` and, when given, the
+        background's ``obs_background``) and the footprints, as variables."""
 
-        m = self.model
         table = compiled.table
-        with torch.no_grad():
-            states = torch.as_tensor(compiled.state_indices, dtype=torch.long, device=x.device)
-            x_std = m.standardize(x[:, states]) if compiled.has_physical else None
-            hx = compiled.A(x_std, z=z if compiled.has_latent else None)
-            analysis = compiled.to_physical(hx.double().cpu().numpy())
-            background = None
-            if z_background is not None:
-                xb = self.decode(z_background)
-                xb_std = m.standardize(xb[:, states]) if compiled.has_physical else None
-                hb = compiled.A(xb_std, z=z_background if compiled.has_latent else None)
-                background = compiled.to_physical(hb.double().cpu().numpy())
+        analysis = self._equivalents(compiled, x, z)
         obs = {
             "obs_value": ("obs", table["value"].to_numpy(np.float64), {"long_name": "observed value", "units": "physical"}),
             "obs_error": ("obs", table["error"].to_numpy(np.float64), {"long_name": "observation error standard deviation"}),
             "obs_analysis": (("member", "obs"), analysis, {"long_name": "model equivalent of the analysis (A(x))"}),
         }
-        if background is not None:
-            obs["obs_background"] = (("member", "obs"), background, {"long_name": "model equivalent of the prior ensemble"})
-        coords = {
-            "observer": ("obs", table["observer"].to_numpy().astype(str).astype(object)),
-            "obs_kind": ("obs", table["kind"].to_numpy().astype(str).astype(object)),
-            "obs_variable": ("obs", table["variable"].to_numpy().astype(str).astype(object)),
-            "obs_channel": ("obs", table["channel"].to_numpy().astype(str).astype(object)),
-            "obs_level": ("obs", table["level"].to_numpy(np.float64)),
-            "obs_lon": ("obs", table["lon"].to_numpy(np.float64)),
-            "obs_lat": ("obs", table["lat"].to_numpy(np.float64)),
-            "obs_time": ("obs", table["time"].to_numpy("datetime64[ns]")),
-        }
+        if obs_background is not None:
+            obs["obs_background"] = (("member", "obs"), obs_background.values, dict(obs_background.attrs))
+        coords = _obs_coords(table)
         out = xr.Dataset({k: xr.Variable(*v) for k, v in obs.items()}, coords=coords)
         footprint = compiled.footprint()
         names = list(footprint.data_vars)

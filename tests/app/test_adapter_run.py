@@ -119,6 +119,51 @@ def test_a_rerun_from_the_exported_scenario_gives_identical_arrays(output, engin
         np.testing.assert_array_equal(again.dataset[v].values, output.dataset[v].values, err_msg=v)
 
 
+def test_the_guided_output_is_published_before_the_background_pass(output, engine, truth):
+    steps: list[tuple[int, int]] = []
+    published: list[tuple[int, adapter.RunOutput]] = []
+    final = adapter.run_scenario(engine, _scenario(truth), truth, progress=lambda i, n: steps.append((i, n)),
+                                 publish=lambda out: published.append((len(steps), out)))
+    assert steps == [(i, 2 * STEPS) for i in range(1, 2 * STEPS + 1)]
+    # Published once, after the guided pass and before the first step of the background pass.
+    assert len(published) == 1 and published[0][0] == STEPS
+    guided = published[0][1]
+    assert "obs_background" not in guided.dataset and "obs_analysis" in guided.dataset
+    assert final.truth is guided.truth and final.scenario is guided.scenario
+    assert 0 < guided.seconds <= final.seconds
+    # The final output is the published one plus O - B, nothing else changed.
+    xr.testing.assert_identical(final.dataset.drop_vars("obs_background"), guided.dataset)
+    # Same arrays as the run without publish (the fixture) and as the engine's one-call path.
+    one_call = engine.assimilator.run(final.scenario, background=True)
+    for v in [*adapter.output_variables(output.dataset), "obs_value", "obs_analysis", "obs_background"]:
+        np.testing.assert_array_equal(final.dataset[v].values, output.dataset[v].values, err_msg=v)
+        np.testing.assert_array_equal(final.dataset[v].values, one_call[v].values, err_msg=v)
+    assert final.dataset["obs_background"].attrs == one_call["obs_background"].attrs
+
+
+def test_a_run_of_the_prior_publishes_nothing_and_has_one_pass(engine, truth):
+    steps, published = [], []
+    prior = dataclasses.replace(_scenario(truth), observations=adapter.ObservationSet(()))
+    out = adapter.run_scenario(engine, prior, truth, progress=lambda i, n: steps.append((i, n)),
+                               publish=published.append)
+    assert published == [] and steps == [(i, STEPS) for i in range(1, STEPS + 1)]
+    assert "obs_background" not in out.dataset and out.dataset.attrs["prior_only"] == 1
+
+
+def test_cancel_in_the_background_pass_after_the_publish(engine, truth):
+    cancel = threading.Event()
+    published = []
+
+    def progress(i, n):
+        if i == STEPS + 1:  # the first step of the background pass
+            cancel.set()
+
+    with pytest.raises(adapter.Cancelled):
+        adapter.run_scenario(engine, _scenario(truth, members=1), truth, progress=progress, cancel=cancel,
+                             publish=published.append)
+    assert len(published) == 1 and published[0].dataset.sizes["member"] == 1
+
+
 def test_cancel_stops_at_the_next_step(engine, truth):
     cancel = threading.Event()
     seen = []

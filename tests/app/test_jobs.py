@@ -188,3 +188,71 @@ def test_shared_queue_is_one_per_process():
     a, b = shared_queue(), shared_queue()
     assert a is b and len(a._threads) == 1
     assert all(t.daemon for t in a._threads)
+
+
+# -- intermediate results ---------------------------------------------------------------------
+
+
+def test_a_published_result_is_read_while_the_job_runs(queue):
+    published, gate = threading.Event(), threading.Event()
+
+    def fn(job):
+        job.publish("guided")
+        published.set()
+        gate.wait(TIMEOUT)
+        job.publish("guided, again")
+        return "final"
+
+    job = queue.submit(fn)
+    assert job.latest() in ((0, None), (1, "guided"))  # may already have published
+    assert published.wait(TIMEOUT)
+    assert job.latest() == (1, "guided") and job.partial == "guided" and job.status == "running"
+    assert job.published_at is not None and job.started <= job.published_at
+    gate.set()
+    assert job.wait(TIMEOUT)
+    assert job.latest() == (2, "guided, again") and (job.status, job.result) == ("done", "final")
+
+
+def test_cancel_or_failure_after_a_publish_keeps_the_partial_result(queue):
+    published, never = threading.Event(), threading.Event()
+
+    def stopped(job):
+        job.publish({"ensemble": 1})
+        published.set()
+        _blocker(never)(job)
+
+    def failing(job):
+        job.publish("half")
+        raise RuntimeError("the second pass broke")
+
+    job = queue.submit(stopped)
+    assert published.wait(TIMEOUT)
+    job.cancel()
+    assert job.wait(TIMEOUT) and job.status == "cancelled"
+    assert job.latest() == (1, {"ensemble": 1}) and job.result is None
+    broken = queue.submit(failing)
+    assert broken.wait(TIMEOUT) and broken.status == "failed" and broken.latest() == (1, "half")
+    plain = queue.submit(lambda job: 1)
+    assert plain.wait(TIMEOUT) and plain.latest() == (0, None) and plain.published_at is None
+
+
+def test_latest_reads_the_count_and_the_value_together(queue):
+    """A reader polling as fast as it can never sees a count with another publish's value."""
+
+    n = 3000
+    started = threading.Event()
+
+    def fn(job):
+        started.set()
+        for k in range(1, n + 1):
+            job.publish(k)
+
+    job = queue.submit(fn)
+    assert started.wait(TIMEOUT)
+    seen = []
+    while not job.is_finished:
+        count, value = job.latest()
+        seen.append((count, value))
+    seen.append(job.latest())
+    assert all(value == (count or None) for count, value in seen)
+    assert seen[-1] == (n, n)

@@ -1,18 +1,21 @@
 """Running from a session, without a browser: RunState on the real tiny model through a private
-job queue (validation, progress, queue positions, cancel, failures, two sessions), and
-ResultsState on the output (layers, selectors, meteogram point, exports)."""
+job queue (validation, progress, queue positions, cancel, failures, two sessions, the guided
+ensemble shown before its O−B arrives), and ResultsState on the output (layers, selectors,
+meteogram point, exports)."""
 
 from __future__ import annotations
 
 import dataclasses
 import threading
+import types
 
 import numpy as np
 import pytest
+import xarray as xr
 import yaml
 
 from app import adapter
-from app.jobs import JobQueue
+from app.jobs import Job, JobQueue
 from app.state import AppState
 
 TIMEOUT = 120
@@ -181,6 +184,143 @@ def test_settings_round_trip_through_an_imported_scenario(tiny_store, tiny_packa
     big["members"] = 500
     assert other.editor.import_scenario(yaml.safe_dump(big).encode(), "big.yaml")
     assert run.members == 64 and run.notice.level == "warning" and "members 500 → 64" in run.notice.text
+
+
+# -- two deliveries: the guided ensemble, then O - B -------------------------------------------
+
+
+@pytest.fixture
+def gate(monkeypatch):
+    """Holds every job at the first step of its background pass until ``gate.open`` is set:
+    progress is reported (the real ``Job.report``), then the worker waits."""
+
+    gate = types.SimpleNamespace(reached=threading.Event(), open=threading.Event(), error=None)
+    report = Job.report
+
+    def gated(job, step, total):
+        report(job, step, total)
+        if step == total // 2 + 1:
+            gate.reached.set()
+            assert gate.open.wait(TIMEOUT)
+            if gate.error is not None:
+                raise gate.error
+
+    monkeypatch.setattr(Job, "report", gated)
+    yield gate
+    gate.open.set()
+
+
+def _events(obj, name: str) -> list:
+    seen: list = []
+    obj.param.watch(lambda e: seen.append(e.new), [name])
+    return seen
+
+
+def test_the_guided_ensemble_is_shown_while_the_background_pass_runs(tiny_store, tiny_package, queue, gate,
+                                                                     tmp_path):
+    state = _state(tiny_store, tiny_package, queue)
+    run, results = state.run, state.results
+    revisions, innovations = _events(results, "revision"), _events(results, "innovations_revision")
+    assert run.start()
+    assert gate.reached.wait(TIMEOUT)
+    assert run.poll() and run.status == "running" and (run.step, run.total) == (3, 4)
+    assert run.status_text.startswith("Step 3 / 4: O−B background pass (")
+    # The guided ensemble is shown; O - B is not there yet.
+    assert results.available and revisions == [1] and innovations == [] and run.notice is None
+    partial = results.output
+    assert "obs_background" not in partial.dataset and run.job.status == "running"
+    table = results.innovations()
+    assert table["o_minus_b"].isna().all() and np.isfinite(table["o_minus_a"]).all()
+    # The user looks around meanwhile; that choice must survive the arrival of O - B.
+    results.param.update(variable="temperature", level=850, layer="spread", time_index=2)
+    assert results.select_point(100.0, -10.0)
+    selection = (results.variable, results.level, results.layer, results.time_index, results.point)
+    gate.open.set()
+    run.wait(TIMEOUT)
+    assert run.status == "done" and run.notice.level == "success"
+    assert run.status_text.startswith("Done in") and "(the ensemble after " in run.status_text
+    # O - B arrived without a new output: only the innovations were bumped.
+    assert revisions == [1] and innovations == [1]
+    assert (results.variable, results.level, results.layer, results.time_index, results.point) == selection
+    ds = results.output.dataset
+    assert results.output is not partial and results.output.truth is partial.truth
+    xr.testing.assert_identical(ds.drop_vars("obs_background"), partial.dataset)
+    table = results.innovations()
+    np.testing.assert_allclose(table["o_minus_b"], ds["obs_value"].values - ds["obs_background"].values.mean(0))
+    data, name = results.export("netcdf")
+    (tmp_path / name).write_bytes(data)
+    np.testing.assert_array_equal(adapter.open_export(tmp_path / name)["obs_background"].values,
+                                  ds["obs_background"].values)
+    # O - B equals the engine's one-call path, bit for bit; a re-run with the same seed is identical.
+    one_call = state.engine.assimilator.run(results.output.scenario, background=True)
+    names = [*adapter.output_variables(ds), "obs_value", "obs_analysis", "obs_background"]
+    for v in names:
+        np.testing.assert_array_equal(ds[v].values, one_call[v].values, err_msg=v)
+    first = results.output
+    assert run.start()
+    run.wait(TIMEOUT)
+    # One new output (the guided ensemble, or the whole run when the poll found it done at once).
+    assert run.status == "done" and revisions == [1, 2] and "obs_background" in results.output.dataset
+    for v in names:
+        np.testing.assert_array_equal(results.output.dataset[v].values, first.dataset[v].values, err_msg=v)
+
+
+def test_cancel_during_the_background_pass_keeps_the_guided_ensemble(tiny_store, tiny_package, queue, gate):
+    state = _state(tiny_store, tiny_package, queue, steps=3)
+    run, results = state.run, state.results
+    assert run.start()
+    assert gate.reached.wait(TIMEOUT)
+    run.job.cancel()  # no poll in between: the partial result is delivered even after the job ended
+    gate.open.set()
+    assert run.job.wait(TIMEOUT) and run.job.status == "cancelled"
+    assert not run.poll()
+    assert run.status == "cancelled" and (run.step, run.total) == (4, 6)
+    assert "O−B was not computed" in run.status_text and "the ensemble is shown" in run.status_text
+    assert run.notice.level == "info" and "without O−B" in run.notice.text
+    assert results.available and results.revision == 1 and results.innovations_revision == 0
+    assert "obs_background" not in results.output.dataset and results.output.dataset.sizes["member"] == 2
+    run.poll()
+    assert results.revision == 1  # delivered once
+
+
+def test_a_failure_in_the_background_pass_keeps_the_guided_ensemble(tiny_store, tiny_package, queue, gate):
+    state = _state(tiny_store, tiny_package, queue)
+    run, results = state.run, state.results
+    gate.error = MemoryError("no room for the prior ensemble")
+    assert run.start()
+    assert gate.reached.wait(TIMEOUT) and run.poll() and results.available
+    gate.open.set()
+    run.wait(TIMEOUT)
+    assert run.status == "failed" and "O−B was not computed" in run.status_text
+    assert run.notice.is_error and "O−B background pass failed" in run.notice.text
+    assert "MemoryError: no room for the prior ensemble" in run.notice.text
+    assert results.available and "obs_background" not in results.output.dataset and results.revision == 1
+
+
+def test_a_late_background_never_lands_on_other_results(tiny_store, tiny_package, queue, gate):
+    state = _state(tiny_store, tiny_package, queue)
+    run, results = state.run, state.results
+    assert run.start()
+    assert gate.reached.wait(TIMEOUT) and run.poll()
+    partial = results.output
+    other = dataclasses.replace(partial, truth=None)  # e.g. another result opened meanwhile
+    results.set_output(other)
+    gate.open.set()
+    run.wait(TIMEOUT)
+    assert run.status == "done" and run.notice.level == "info" and "replaced" in run.notice.text
+    assert results.output is other and "obs_background" not in other.dataset
+    assert results.revision == 2 and results.innovations_revision == 0
+    final = run.job.result
+    assert "obs_background" in final.dataset
+    # The method itself: only onto the guided output of the same run, and only an O - B that fits.
+    assert not results.add_background(final, partial=partial)
+    results.set_output(partial)
+    assert not results.add_background(dataclasses.replace(final, dataset=final.dataset.isel(obs=[0, 1])),
+                                      partial=partial)
+    assert not results.add_background(partial, partial=partial)  # no obs_background at all
+    assert results.add_background(final, partial=partial) and results.innovations_revision == 1
+    results.clear()
+    assert not results.add_background(final, partial=partial)
 
 
 # -- results ----------------------------------------------------------------------------------

@@ -6,30 +6,16 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 import xarray as xr
 
 from appa_engine.diffusion.samplers import Cancelled
 from appa_engine.errors import ConfigError, ObservationError
 from appa_engine.observations.observers import ObservationSet, Stations
 from appa_engine.observations.scenario import SamplerSettings
-from appa_engine.tasks.assimilator import Assimilator
 from appa_engine.tasks.simulate import random_stations, simulate
 
 FAST = SamplerSettings(name="pc", steps=4, corrections=1)
 START = "2020-01-02T00"
-
-
-@pytest.fixture(scope="module")
-def assim(tiny_model):
-    return Assimilator(tiny_model, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def truth(tiny_store):
-    from appa_engine.data.readers import open_dataset
-
-    return open_dataset(tiny_store)
 
 
 @pytest.fixture(scope="module")
