@@ -1,8 +1,19 @@
-"""``appa sample``, ``appa assimilate`` and ``appa scenario``."""
+"""``appa sample``, ``appa assimilate`` and ``appa scenario``.
+
+``appa sample`` and ``appa assimilate`` run on one process, or on many under ``torchrun``::
+
+    appa assimilate --scenario s.yaml --out run.zarr                      # one GPU (or the CPU)
+    torchrun --nproc_per_node 4 -m appa_engine.cli assimilate --scenario s.yaml --out run.zarr
+
+Under ``torchrun`` each process samples its share of the members on its own GPU (NCCL; gloo on
+CPU), rank 0 gathers the latent trajectories, decodes them and writes the output (the other ranks
+write nothing), with the same members as one process would give.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 __all__ = ["register"]
@@ -24,8 +35,30 @@ def _progress_bar(desc: str, quiet: bool):
 def _sampler_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", choices=("pc", "ddim", "heun", "lms"), help="diffusion sampler")
     p.add_argument("--steps", type=int, help="diffusion steps")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto; under torchrun: "
+                   "each process's GPU)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="network precision: bf16 autocast of the denoiser and decoder; auto = bf16 on CUDA, "
+                        "fp32 elsewhere (default auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+@contextlib.contextmanager
+def _processes(device: str):
+    """This process's :class:`~appa_engine.train.distributed.Context`: the process group is set up
+    under ``torchrun`` (and torn down after, when this command set it up)."""
+
+    import torch.distributed as dist
+
+    from appa_engine.train.distributed import setup, teardown
+
+    owned = not dist.is_initialized()
+    ctx = setup(device)
+    try:
+        yield ctx
+    finally:
+        if owned:
+            teardown()
 
 
 def _sample(args) -> int:
@@ -34,15 +67,17 @@ def _sample(args) -> int:
     from appa_engine.observations.scenario import SamplerSettings
     from appa_engine.tasks.assimilator import Assimilator
 
-    model = load_model(args.model)
-    assim = Assimilator(model, device=args.device)
-    sampler = SamplerSettings(name=args.sampler or "heun", steps=args.steps or 64, corrections=0)
-    bar, update = _progress_bar("prior", args.quiet)
-    ds = assim.reanalysis(start=args.start, hours=args.hours, members=args.members, sampler=sampler,
-                          seed=args.seed, progress=update)
-    bar.close()
-    write_dataset(ds, args.out)
-    print(f"{args.members} prior trajectories of {ds.sizes['time']} states written to {args.out}")
+    with _processes(args.device) as ctx:
+        model = load_model(args.model)
+        assim = Assimilator(model, device=ctx.device, precision=args.precision)
+        sampler = SamplerSettings(name=args.sampler or "heun", steps=args.steps or 64, corrections=0)
+        bar, update = _progress_bar("prior", args.quiet or not ctx.is_main)
+        ds = assim.reanalysis(start=args.start, hours=args.hours, members=args.members, sampler=sampler,
+                              seed=args.seed, progress=update)
+        bar.close()
+        if ctx.is_main:
+            write_dataset(ds, args.out)
+            print(f"{args.members} prior trajectories of {ds.sizes['time']} states written to {args.out}")
     return 0
 
 
@@ -59,14 +94,17 @@ def _assimilate(args) -> int:
     if args.sampler or args.steps:
         changes["sampler"] = dataclasses.replace(scenario.sampler, **{k: v for k, v in {"name": args.sampler, "steps": args.steps}.items() if v})
     scenario = dataclasses.replace(scenario, **changes)
-    model = load_model(args.model or scenario.model)
-    assim = Assimilator(model, device=args.device)
-    bar, update = _progress_bar(scenario.task, args.quiet)
-    ds = assim.run(scenario, progress=update, background=args.background)
-    bar.close()
-    write_dataset(ds, args.out)
-    n = ds.sizes.get("obs", 0)
-    print(f"{scenario.task}: {ds.sizes['member']} members × {ds.sizes['time']} states, {n} observations → {args.out}")
+    with _processes(args.device) as ctx:
+        model = load_model(args.model or scenario.model)
+        assim = Assimilator(model, device=ctx.device, precision=args.precision)
+        bar, update = _progress_bar(scenario.task, args.quiet or not ctx.is_main)
+        ds = assim.run(scenario, progress=update, background=args.background)
+        bar.close()
+        if ctx.is_main:  # the other ranks have no output (None)
+            write_dataset(ds, args.out)
+            n = ds.sizes.get("obs", 0)
+            print(f"{scenario.task}: {ds.sizes['member']} members × {ds.sizes['time']} states, {n} observations "
+                  f"→ {args.out}" + (f" ({ctx.world_size} processes)" if ctx.distributed else ""))
     return 0
 
 
@@ -100,7 +138,9 @@ def register(subparsers) -> None:
     s.set_defaults(handler=_sample)
 
     a = subparsers.add_parser("assimilate", help="run a scenario: reanalysis, filtering or forecast",
-                              description="Guided posterior sampling (MMPS or DPS) of the scenario's task.")
+                              description="Guided posterior sampling (MMPS or DPS) of the scenario's task. "
+                              "Under torchrun (torchrun --nproc_per_node N -m appa_engine.cli assimilate ...) the "
+                              "members are split over the processes and rank 0 writes the output.")
     a.add_argument("--scenario", type=Path, required=True, help="scenario file (YAML or JSON)")
     a.add_argument("--model", help="override the scenario's model ('default' or a package directory)")
     a.add_argument("--out", type=Path, required=True, help="output .zarr or .nc")

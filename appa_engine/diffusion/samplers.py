@@ -24,7 +24,10 @@ by guidance) and a schedule :math:`\sigma(t)`. It starts from :math:`x_1 \sim \m
 
 Samplers run under :func:`torch.no_grad` (guidance enables gradients where it needs them), use
 ``generator`` for all their noise, report progress through ``callback(i, n, x)`` after each step
-and stop with :class:`Cancelled` when ``cancel`` is set.
+and stop with :class:`Cancelled` when ``cancel`` is set. ``generator`` is one
+:class:`torch.Generator` for the whole batch, or a sequence of B generators, one per batch item:
+item :math:`b` then draws all its noise from generator :math:`b`, so that a sample does not
+depend on the batch it is drawn in (an ensemble split over processes equals the whole ensemble).
 
 References:
     | Denoising Diffusion Implicit Models (Song et al., 2021)
@@ -64,6 +67,7 @@ __all__ = [
     "LMSSampler",
     "PCSampler",
     "Sampler",
+    "randn",
     "randn_like",
 ]
 
@@ -71,6 +75,9 @@ logger = logging.getLogger(__name__)
 
 #: ``callback(i, n, x)``: called after step ``i`` of ``n`` (1-based) with the current sample.
 Callback = Callable[[int, int, Tensor], Any]
+
+#: One generator for the whole batch, a sequence of one generator per batch item, or None (global).
+Generators = torch.Generator | Sequence[torch.Generator] | None
 
 
 class Cancelled(Exception):
@@ -90,10 +97,47 @@ def _is_set(cancel: threading.Event | Callable[[], bool] | None) -> bool:
     return bool(cancel())
 
 
-def randn_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Standard Gaussian noise of the shape, dtype and device of ``x``, drawn from ``generator``."""
+def randn(
+    shape: Sequence[int],
+    *,
+    generator: Generators = None,
+    dtype: torch.dtype | None = None,
+    device: Any = None,
+) -> Tensor:
+    r"""Standard Gaussian noise of shape (B, ...), drawn from ``generator``.
 
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    Arguments:
+        shape: The shape (B, ...).
+        generator: One generator for the whole tensor, or a sequence of B generators: item
+            :math:`b` is then ``torch.randn(shape[1:], generator=generator[b])``, whatever B is.
+        dtype: The dtype.
+        device: The device (that of the generators).
+
+    Returns:
+        The noise, with shape ``shape``.
+    """
+
+    shape = tuple(shape)
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(shape, generator=generator, dtype=dtype, device=device)
+    generators = list(generator)
+    if not shape or len(generators) != shape[0]:
+        raise ConfigError(
+            f"{len(generators)} generators for a batch of shape {shape}.",
+            hint="give one generator per batch item (first dimension), or a single generator.",
+        )
+    if not generators:
+        return torch.empty(shape, dtype=dtype, device=device)
+    return torch.stack(
+        [torch.randn(shape[1:], generator=g, dtype=dtype, device=device) for g in generators]
+    )
+
+
+def randn_like(x: Tensor, generator: Generators = None) -> Tensor:
+    """Standard Gaussian noise of the shape, dtype and device of ``x``, drawn from ``generator``
+    (one generator, or one per batch item: see :func:`randn`)."""
+
+    return randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
 
 
 class Sampler:
@@ -144,7 +188,7 @@ class Sampler:
         self,
         shape: Sequence[int],
         *,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         dtype: torch.dtype | None = None,
         device: Any = None,
     ) -> Tensor:
@@ -152,13 +196,13 @@ class Sampler:
 
         Arguments:
             shape: The sample shape (B, ...).
-            generator: The random generator (on ``device``).
+            generator: The random generator (on ``device``), or one per batch item.
 
         Returns:
             The initial samples, with shape ``shape``.
         """
 
-        epsilon = torch.randn(tuple(shape), generator=generator, dtype=dtype, device=device)
+        epsilon = randn(shape, generator=generator, dtype=dtype, device=device)
         sigma_1 = self.schedule(torch.ones((), dtype=epsilon.dtype, device=epsilon.device))
         return sigma_1 * epsilon
 
@@ -173,7 +217,7 @@ class Sampler:
         t: Tensor,
         s: Tensor,
         *,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         **cond: Any,
     ) -> Tensor:
         r"""One step from time :math:`t` to time :math:`s < t`.
@@ -182,7 +226,7 @@ class Sampler:
             x_t: The current samples, with shape (B, ...).
             t: The current time, a scalar tensor.
             s: The next time, a scalar tensor.
-            generator: The random generator for any noise drawn.
+            generator: The random generator for any noise drawn (or one per batch item).
             cond: Conditioning passed to the denoiser.
 
         Returns:
@@ -197,7 +241,7 @@ class Sampler:
         *,
         callback: Callback | None = None,
         cancel: threading.Event | Callable[[], bool] | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         **cond: Any,
     ) -> Tensor:
         r"""Samples :math:`x_0` from :math:`x_1`.
@@ -208,7 +252,7 @@ class Sampler:
             callback: Called as ``callback(i, n, x)`` after step ``i`` of ``n`` (1-based).
             cancel: A :class:`threading.Event` or a callable returning :py:`True` to stop;
                 checked before every step, so sampling stops within one step.
-            generator: The random generator used for all noise.
+            generator: The random generator used for all noise, or one per batch item.
             cond: Conditioning passed to the denoiser.
 
         Returns:
