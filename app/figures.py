@@ -46,10 +46,8 @@ if TYPE_CHECKING:
 __all__ = ["render_figure", "render_png", "current_view_figure", "current_view_png", "view_title", "view_style"]
 
 _DPI = 100
-#: Opacity of the swath cells, of the tracks, and the colour of the meteogram's cross (as on the globe).
-FOOTPRINT_ALPHA = 0.35
-TRACK_ALPHA = 0.9
-MARKER_COLOUR = "#111111"
+# The globe's styles, shared with the interactive plot.
+FOOTPRINT_ALPHA, TRACK_ALPHA, MARKER_COLOUR = plots.FOOTPRINT_ALPHA, plots.TRACK_ALPHA, plots.MARKER_COLOUR
 _POINT_KINDS = {"stations": "o", "profiles": "^"}
 
 

@@ -144,7 +144,7 @@ def observer_lines(footprints, projection):
     if not paths:  # an empty Path with value dims cannot be drawn: use an invisible one
         paths = [{"x": np.full(2, np.nan), "y": np.full(2, np.nan), "observer": "", "color": "#000000"}]
     return hv.Path(paths, kdims=["x", "y"], vdims=["observer", "color"]).opts(
-        color=hv.dim("color"), line_width=1.5, alpha=0.9, tools=["hover"], hover_tooltips=[("observer", "@observer")]
+        color=hv.dim("color"), line_width=1.5, alpha=TRACK_ALPHA, tools=["hover"], hover_tooltips=[("observer", "@observer")]
     )
 
 
@@ -275,6 +275,12 @@ def outline(projection, *, color: str = "#444444"):
 # histogram bins, the mean and standard deviation printed under the histograms).
 
 #: Colours of the results plots: members (density), truth, observations, the two residuals.
+#: Opacity of the observers' swath cells and of their tracks, and the colour of the meteogram
+#: point's cross, on the globe and in its PNG (:mod:`app.figures`).
+FOOTPRINT_ALPHA = 0.35
+TRACK_ALPHA = 0.9
+MARKER_COLOUR = "#111111"
+
 RESULT_COLOURS = {"plume": "Blues", "truth": "#111111", "obs": "#d95f02", "o_minus_b": "#7570b3",
                   "o_minus_a": "#1b9e77", "mean": "#1f5f8b", "spread": "#d95f02", "ideal": "#666666"}
 #: Colours of the plume, from one member (mid blue, visible) to all of them (navy).

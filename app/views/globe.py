@@ -314,7 +314,7 @@ class GlobeView(pn.viewable.Viewer):
             x, y, ok = geo.project_points(np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64),
                                           projection)
             return hv.Points((x[ok], y[ok]), kdims=["x", "y"]).opts(
-                marker="x", size=18, line_width=4, color="#111111", tools=[])
+                marker="x", size=18, line_width=4, color=plots.MARKER_COLOUR, tools=[])
         return marker
 
     # -- drawing and tap callbacks --------------------------------------------------------------
@@ -423,7 +423,8 @@ class GlobeView(pn.viewable.Viewer):
         if g.show_footprints and sampler is not None:
             mask = hv.DynamicMap(self._footprint_layer(sampler), streams=[revision])
             # Already at the frame's resolution and rarely updated: no rasterization needed.
-            layers.append(mask.opts(cmap=list(PALETTE), clim=(0, len(PALETTE)), alpha=0.35, colorbar=False))
+            layers.append(mask.opts(cmap=list(PALETTE), clim=(0, len(PALETTE)), alpha=plots.FOOTPRINT_ALPHA,
+                                    colorbar=False))
         ring = plots.bezel(projection)
         if ring is not None:
             layers.append(ring)
