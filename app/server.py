@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import time
 from typing import Any
 
 from panel.io.resources import CDN_DIST
@@ -75,6 +76,23 @@ def warm() -> None:
                    shape=(16, 16))
     plots.warm_results()  # the meteogram's antialiased plume compiles its own kernels
     log.info("warmed datashader and the map geometry in %.1f s", time.perf_counter() - t0)
+
+
+def bound_port(server, *, timeout: float = 20.0) -> int:
+    """The port a server started with ``threaded=True`` (and e.g. ``port=0``) listens on, once it is up.
+
+    Raises:
+        TimeoutError: the server did not start within ``timeout`` seconds.
+    """
+
+    import panel as pn
+
+    deadline = time.monotonic() + timeout
+    while server.server_id not in pn.state._servers:  # Panel's registry of running servers
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the server did not start within {timeout:g} s")
+        time.sleep(0.05)
+    return pn.state._servers[server.server_id][0].port
 
 
 def app_factory(*, truth: Any = None, model: Any = None):

@@ -22,6 +22,7 @@ __all__ = [
     "add_common_arguments",
     "positive",
     "resolve_device",
+    "setup",
     "machine_lines",
     "sync",
     "Timing",
@@ -63,6 +64,15 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
     return torch.device(name)
+
+
+def setup(args: argparse.Namespace) -> torch.device:
+    """Apply the common arguments (:func:`add_common_arguments`): torch's CPU threads, then the
+    device they ask for."""
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return resolve_device(args.device)
 
 
 # ----------------------------------------------------------------------------- machine

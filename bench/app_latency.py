@@ -155,7 +155,7 @@ def main(argv=None) -> int:
 
     from app import adapter
     from app.main import App
-    from app.server import warm
+    from app.server import bound_port, warm
     from appa_engine.io.package import resolve_model_path
 
     model = resolve_model_path(args.model)
@@ -181,11 +181,7 @@ def main(argv=None) -> int:
 
     server = pn.serve({"load": lambda: session(0), "run": lambda: session(args.stations)}, port=0,
                       address="127.0.0.1", threaded=True, show=False)
-    for _ in range(200):
-        if server.server_id in pn.state._servers:
-            break
-        time.sleep(0.05)
-    base = f"http://127.0.0.1:{pn.state._servers[server.server_id][0].port}"
+    base = f"http://127.0.0.1:{bound_port(server)}"
     rows = []
     try:
         with sync_playwright() as pw:

@@ -44,7 +44,7 @@ from _common import (  # noqa: E402
     machine_lines,
     positive,
     preset_channel_names,
-    resolve_device,
+    setup,
     sync,
     table,
 )
@@ -277,9 +277,7 @@ def _short(A) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device = setup(args)
     t_start = time.perf_counter()
     print("Appa Studio regional decoding benchmark"
           + (" (--quick: tiny sizes, figures mean little)" if args.quick else ""))

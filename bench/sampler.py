@@ -61,7 +61,7 @@ from _common import (  # noqa: E402
     measure,
     positive,
     random_model,
-    resolve_device,
+    setup,
     sync,
     table,
 )
@@ -747,9 +747,7 @@ def section_app(model, args, device) -> str:
 # ----------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device = setup(args)
     t_start = time.perf_counter()
     model, note = load(args.model, device, args.seed)
     for p in model.parameters():

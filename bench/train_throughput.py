@@ -45,7 +45,7 @@ from _common import (  # noqa: E402
     machine_lines,
     measure,
     positive,
-    resolve_device,
+    setup,
     table,
 )
 
@@ -291,9 +291,7 @@ def run(args, device) -> list[str]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device = setup(args)
     if args.steps is None:
         args.steps = 10 if device.type == "cuda" else 2
     t0 = time.perf_counter()

@@ -57,6 +57,7 @@ if str(ROOT) not in sys.path:  # run as a plain script from a checkout
     sys.path.insert(0, str(ROOT))
 
 from appa_engine.data.channels import parse_channel  # noqa: E402
+from appa_engine.cli import report_error  # noqa: E402
 from appa_engine.errors import AppaError, DataError  # noqa: E402
 
 if TYPE_CHECKING:
@@ -805,9 +806,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 ae_run=args.ae_run, prior_run=args.prior_run, members=args.members,
                                 steps=args.steps, days=args.days, seed=args.seed, device=args.device)
     except AppaError as e:
-        hint = f"\nhint: {e.hint}" if e.hint else ""
-        print(f"error: {e.message}{hint}", file=sys.stderr)
-        return 2
+        return report_error(e)
     print(card)
     return 0
 

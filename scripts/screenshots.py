@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     from playwright.sync_api import sync_playwright
 
     from app import adapter
-    from app.server import warm
+    from app.server import bound_port, warm
     from appa_engine.io.package import resolve_model_path
 
     model = resolve_model_path(args.model)
@@ -164,11 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     scenes = [s for s in EDITOR_SCENES if s in wanted] + (["run"] if wanted & set(RUN_SCENES) else [])
     server = pn.serve({name: (lambda name=name: _scene(name, truth, model, apps)) for name in scenes}, port=0,
                       address="127.0.0.1", threaded=True, show=False)
-    for _ in range(100):
-        if server.server_id in pn.state._servers:
-            break
-        time.sleep(0.1)
-    port = pn.state._servers[server.server_id][0].port
+    port = bound_port(server)
     args.out.mkdir(parents=True, exist_ok=True)
     try:
         with sync_playwright() as pw:

@@ -63,6 +63,7 @@ if str(ROOT) not in sys.path:  # run as a plain script from a checkout
     sys.path.insert(0, str(ROOT))
 
 from appa_engine.data.channels import parse_channel  # noqa: E402
+from appa_engine.cli import report_error  # noqa: E402
 from appa_engine.errors import AppaError, ConfigError, DataError  # noqa: E402
 
 log = logging.getLogger("skill_table")
@@ -699,9 +700,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             satellite_stations=None if args.no_satellite else args.satellite_stations,
             channels=args.channels, device=args.device, progress=not args.no_progress)
     except AppaError as e:
-        hint = f"\nhint: {e.hint}" if e.hint else ""
-        print(f"error: {e.message}{hint}", file=sys.stderr)
-        return 2
+        return report_error(e)
     print(text)
     return 0
 

@@ -6,7 +6,6 @@ benchmarks rely on are checked against hand-computed values and the engine's own
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -14,19 +13,17 @@ import numpy as np
 import pytest
 import torch
 
+from tests.scripts import load_file
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 def _load(name: str):
-    """Import ``bench/<name>.py`` as a module (bench/ is not a package)."""
+    """Import ``bench/<name>.py`` as a module (bench/ is not a package), executed afresh."""
 
     if str(BENCH) not in sys.path:
         sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
+    return load_file(BENCH / f"{name}.py", f"bench_{name}", cached=False)
 
 
 @pytest.fixture(scope="module")

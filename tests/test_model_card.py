@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.scripts import ROOT, load_file
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _load_script():
-    name = "appa_scripts_model_card"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "model_card.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the script is executed
-    spec.loader.exec_module(module)
-    return module
+    return load_file(ROOT / "scripts" / "model_card.py", "appa_scripts_model_card")
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import sys
 
 from appa_engine.errors import AppaError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "report_error"]
 
 #: Modules that register subcommands, in the order ``appa --help`` lists them.
 COMMANDS = ("data", "train", "assimilate", "evaluate", "serve")
@@ -37,6 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def report_error(e: AppaError) -> int:
+    """Print what is wrong and how to fix it (``error: …`` and ``hint: …`` on stderr), as every
+    command of ``appa`` and the project's scripts do; returns the exit status, 2."""
+
+    print(f"error: {e.message}", file=sys.stderr)
+    if e.hint:
+        print(f"hint: {e.hint}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -47,10 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     except AppaError as e:
         if os.environ.get("APPA_DEBUG"):
             raise
-        print(f"error: {e.message}", file=sys.stderr)
-        if e.hint:
-            print(f"hint: {e.hint}", file=sys.stderr)
-        return 2
+        return report_error(e)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -64,6 +64,8 @@ def serve_sessions(make_app: Callable) -> Iterator[tuple[str, list]]:
 
     import panel as pn
 
+    from app.server import bound_port
+
     apps = []
 
     def session():
@@ -73,11 +75,7 @@ def serve_sessions(make_app: Callable) -> Iterator[tuple[str, list]]:
 
     server = pn.serve({"appa": session}, port=0, address="127.0.0.1", threaded=True, show=False)
     try:
-        for _ in range(200):
-            if server.server_id in pn.state._servers:
-                break
-            time.sleep(0.05)
-        port = pn.state._servers[server.server_id][0].port
+        port = bound_port(server)
         yield f"http://127.0.0.1:{port}/appa", apps
     finally:
         server.stop()

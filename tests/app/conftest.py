@@ -1,4 +1,5 @@
-"""Fixtures of the app tests: a small mock truth store in the canonical layout."""
+"""Fixtures of the app tests: a small mock truth store in the canonical layout, and a headless
+Chromium for the browser tests (skipped without Chromium or Playwright)."""
 
 from __future__ import annotations
 
@@ -12,3 +13,11 @@ def truth_store(tmp_path_factory):
     from app import adapter
 
     return adapter.mock_truth(tmp_path_factory.mktemp("truth") / "truth.zarr", times=4)
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    from tests.app.browser import launch_chromium, playwright_or_skip
+
+    with launch_chromium(playwright_or_skip()) as browser:
+        yield browser

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.app.browser import (
-    FRAME_JS, TIMEOUT_MS, launch_chromium, playwright_or_skip, scroll_to_globe, serve_sessions, wait,
+    FRAME_JS, TIMEOUT_MS, playwright_or_skip, scroll_to_globe, serve_sessions, wait,
 )
 
 pytestmark = [
@@ -24,7 +24,7 @@ pytestmark = [
 ]
 
 
-sync_api = playwright_or_skip()
+playwright_or_skip()  # skips this module without Chromium or Playwright
 
 @pytest.fixture(scope="module")
 def served(truth_store):
@@ -43,12 +43,6 @@ def served(truth_store):
 
     with serve_sessions(make_app) as served:
         yield served
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with launch_chromium(sync_api) as browser:
-        yield browser
 
 
 def _open(browser, url):

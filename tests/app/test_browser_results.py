@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.app.browser import (
-    FRAME_JS, TIMEOUT_MS, launch_chromium, playwright_or_skip, scroll_to_globe, serve_sessions, wait,
+    FRAME_JS, TIMEOUT_MS, playwright_or_skip, scroll_to_globe, serve_sessions, wait,
 )
 
 pytestmark = [
@@ -28,7 +28,7 @@ pytestmark = [
 RUN_TIMEOUT = 120.0
 MEMBERS = 3
 
-sync_api = playwright_or_skip()
+playwright_or_skip()  # skips this module without Chromium or Playwright
 
 @pytest.fixture(scope="module")
 def served(tiny_store, tiny_package):
@@ -49,12 +49,6 @@ def served(tiny_store, tiny_package):
 
     with serve_sessions(make_app) as served:
         yield served
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with launch_chromium(sync_api) as browser:
-        yield browser
 
 
 

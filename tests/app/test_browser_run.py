@@ -15,7 +15,7 @@ import re
 import numpy as np
 import pytest
 
-from tests.app.browser import FRAME_JS, TIMEOUT_MS, launch_chromium, playwright_or_skip, serve_sessions, wait
+from tests.app.browser import FRAME_JS, TIMEOUT_MS, playwright_or_skip, serve_sessions, wait
 
 pytestmark = [
     pytest.mark.browser,
@@ -45,12 +45,6 @@ def served(tiny_store, tiny_package):
 
     with serve_sessions(make_app) as served:
         yield served
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with launch_chromium(sync_api) as browser:
-        yield browser
 
 
 # Locations of the time markers of the page (Bokeh spans tagged by app.views.results.TimeMarker).

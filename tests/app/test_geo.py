@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -122,9 +121,9 @@ def test_coastline_file():
 
 
 def test_make_coastlines_decodes_and_cuts_topojson():
-    spec = importlib.util.spec_from_file_location("make_coastlines", ROOT / "scripts" / "make_coastlines.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from tests.scripts import load_file
+
+    module = load_file(ROOT / "scripts" / "make_coastlines.py", "make_coastlines", cached=False)
     # Two arcs in a quantised frame: scale (0.5, 0.25), translate (-180, -90); deltas after the first.
     topology = {
         "transform": {"scale": [0.5, 0.25], "translate": [-180.0, -90.0]},

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
@@ -57,9 +56,7 @@ def test_entry_point_is_import_safe():
 
 
 def test_served_page_and_isolated_sessions(truth_store):
-    import panel as pn
-
-    from app.server import app_factory, serve
+    from app.server import app_factory, bound_port, serve
 
     factory = app_factory(truth=truth_store)
     a, b = factory(), factory()
@@ -67,11 +64,7 @@ def test_served_page_and_isolated_sessions(truth_store):
 
     server = serve(truth=truth_store, port=0, warm_up=False, threaded=True)
     try:
-        for _ in range(200):
-            if server.server_id in pn.state._servers:
-                break
-            time.sleep(0.05)
-        port = pn.state._servers[server.server_id][0].port
+        port = bound_port(server)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/appa", timeout=60) as response:
             html = response.read().decode()
         assert response.status == 200 and "Appa Studio" in html
