@@ -7,6 +7,8 @@ state per chunk. Then it reads the same states and blankets
 
 - raw: ``zarr.open_array`` and slicing (``arr[t]``, ``arr[t:t+K]``),
 - through :class:`StateDataset` / :class:`BlanketDataset` and a ``DataLoader``,
+- the same, read into memory first (``load()``, what training does for a dataset within
+  ``loop.in_memory_gib``; the one read of the whole store is timed and printed apart),
 
 and prints the median rate over several repetitions and the ratio to raw. Everything is
 measured in the same run. Not a test::
@@ -126,7 +128,7 @@ def main(argv=None) -> None:
             for t in starts:
                 np.asarray(raw[t : t + K])
 
-        rows = []
+        rows, loads = [], []
         r_state = rate(raw_states, nt, args.repeats)
         r_blanket = rate(raw_blankets, len(starts), args.repeats)
         rows.append(("raw zarr", "state", r_state, 1.0, state_bytes))
@@ -140,15 +142,29 @@ def main(argv=None) -> None:
             r = rate(drain(subset), len(subset), args.repeats)
             item = f"blanket K={K}"
             rows.append((f"BlanketDataset, {label}", item, r, r / r_blanket, K * state_bytes))
+        for label, path in (("stacked store", stacked), ("canonical store", canonical)):
+            t0 = time.perf_counter()
+            states = StateDataset(path, stats=stats).load()
+            loads.append((label, time.perf_counter() - t0, states.nbytes))
+            r = rate(drain(states), len(states), args.repeats)
+            rows.append((f"StateDataset in memory, {label}", "state", r, r / r_state, state_bytes))
+            blankets = BlanketDataset(path, length=K, step=1, stats=stats).load()
+            subset = Subset(blankets, [int(s) for s in starts])
+            r = rate(drain(subset), len(subset), args.repeats)
+            rows.append((f"BlanketDataset in memory, {label}", f"blanket K={K}", r, r / r_blanket,
+                         K * state_bytes))
 
     print(
         f"{nt} states of {args.channels} channels on {args.nlon}×{args.nlat}, "
         "one state per chunk; "
         f"DataLoader batch {args.batch_size}, {args.workers} workers; median of {args.repeats}"
     )
-    print(f"{'reader':<34} {'item':<12} {'items/s':>9} {'MB/s':>8} {'vs raw':>7}")
+    print(f"{'reader':<42} {'item':<12} {'items/s':>9} {'MB/s':>8} {'vs raw':>7}")
     for name, item, r, ratio, nbytes in rows:
-        print(f"{name:<34} {item:<12} {r:9.1f} {r * nbytes / 1e6:8.1f} {ratio:7.2f}")
+        print(f"{name:<42} {item:<12} {r:9.1f} {r * nbytes / 1e6:8.1f} {ratio:7.2f}")
+    for label, seconds, nbytes in loads:
+        print(f"load() of the {label}: {nbytes / 1e6:.0f} MB in {seconds:.2f} s "
+              f"({nt / seconds:.0f} states/s, once per training run)")
 
 
 if __name__ == "__main__":

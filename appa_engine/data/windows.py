@@ -18,6 +18,12 @@ Each item is one contiguous ``isel`` on the time axis and one read. The store is
 each process: a dataset built on a path pickles only its arguments and reopens the store on the
 first ``__getitem__`` of each DataLoader worker (also after a fork).
 
+A small dataset can instead be read into memory once (:meth:`StateDataset.load`): one read of
+the selected span, standardised, after which items are slices of an array. A read of one item
+costs tens of milliseconds in xarray and zarr (one chunk per variable and per state), more than a
+training step of a small model on a CPU; the training loop loads every dataset that fits its
+``loop.in_memory_gib`` budget (``nbytes``). Items are the same either way.
+
 Example:
     >>> split = split_by_time(times, valid="2020", test="2021")   # paper: train 1993–2019
     >>> train = BlanketDataset("era5.zarr", length=8, step="6h", stats=stats, times=split.train)
@@ -209,6 +215,8 @@ class _WindowDataset(torch.utils.data.Dataset):
         self._requested = spec
         self._array: xr.DataArray | None = None
         self._pid: int | None = None
+        self._memory: np.ndarray | None = None  # standardised states store_times[_first:...]
+        self._first = 0
 
         array = self._open()  # also validates channels, in the main process
         if "time" not in array.coords or not np.issubdtype(array["time"].dtype, np.datetime64):
@@ -280,6 +288,40 @@ class _WindowDataset(torch.utils.data.Dataset):
             state["_array"], state["_pid"] = None, None
         return state
 
+    # ---- in memory
+    def _span(self) -> slice:
+        """The store indices every item reads from: first to last selected time."""
+
+        index = np.flatnonzero(self.selected)
+        return slice(int(index[0]), int(index[-1]) + 1)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes that :meth:`load` holds: the selected span of the store, standardised float32."""
+
+        span = self._span()
+        shape = self._open().shape
+        return (span.stop - span.start) * int(np.prod(shape[1:])) * 4
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether :meth:`load` has been called (items are then read from memory)."""
+
+        return self._memory is not None
+
+    def load(self):
+        """Read the selected span of the store into memory once; items then come from there.
+
+        One read instead of one per item (zarr reads every chunk of the span in one call); the
+        array is standardised and NaN-filled like the items. Returns ``self``.
+        """
+
+        if self._memory is None:
+            span = self._span()
+            self._memory = self._standardise(self._open().isel(time=span).values)
+            self._first = span.start
+        return self
+
     # ---- time selection
     def _select(self, times: Any) -> np.ndarray:
         """Boolean mask over the store's times."""
@@ -304,10 +346,18 @@ class _WindowDataset(torch.utils.data.Dataset):
         return mask
 
     # ---- reading
-    def _read(self, index: Any) -> np.ndarray:
-        """Standardised float32 values of ``array.isel(time=index)``."""
+    def _read(self, index: int | slice) -> np.ndarray:
+        """Standardised float32 values of ``array.isel(time=index)`` (an int or a slice)."""
 
-        values = self._open().isel(time=index).values
+        if self._memory is not None:
+            if isinstance(index, slice):
+                index = slice(index.start - self._first, index.stop - self._first, index.step)
+            else:
+                index = index - self._first
+            return self._memory[index].copy()  # items are the caller's to change
+        return self._standardise(self._open().isel(time=index).values)
+
+    def _standardise(self, values: np.ndarray) -> np.ndarray:
         # a store read gives a fresh array, worked on in place; an in-memory source is copied
         fresh = isinstance(self.source, str) and values.flags.writeable
         x = values.astype(np.float32, copy=not fresh)

@@ -249,3 +249,45 @@ def test_in_memory_source_is_not_modified():
     x.fill_(-1.0)
     np.testing.assert_array_equal(ds["sea_surface_temperature"].values, before)
     assert np.isnan(before).any()
+
+
+@pytest.mark.parametrize("kind", ["state", "blanket"])
+def test_loaded_items_equal_streamed_items(tmp_path, kind):
+    """``load()`` reads the selected span once; every item is then bit-identical to a store read.
+
+    The selection starts and ends inside the store (offsets), the store has a gap and two runs,
+    and the items go through the standardisation and the NaN fill.
+    """
+
+    times = pd.date_range("2020-01-01", periods=NT, freq="6h").delete([13])
+    ds = make_dataset(times=times).assign_coords(run=("time", np.repeat([0, 1], [17, NT - 18])))
+    path = write_zarr(ds, tmp_path / "planet.zarr")
+    spec = ChannelSpec(("sea_surface_temperature", "temperature_500"))
+    stats = compute_statistics(ds, spec)
+    window = (times[3], times[-2])
+
+    def make():
+        if kind == "state":
+            return StateDataset(path, stats=stats, times=window)
+        return BlanketDataset(path, length=3, step="6h", stats=stats, times=window, stride=1)
+
+    streamed, loaded = make(), make()
+    assert not loaded.in_memory
+    span = NT - 1 - 3 - 1  # selected times: 4th to second last
+    assert loaded.nbytes == span * 2 * 6 * 12 * 4
+    assert loaded.load() is loaded and loaded.in_memory
+    assert loaded._memory.shape == (span, 2, 6, 12)
+    assert len(loaded) == len(streamed) > 0
+    for i in range(len(streamed)):
+        xs, ds_ = streamed[i]
+        xl, dl = loaded[i]
+        torch.testing.assert_close(xl, xs, rtol=0, atol=0)
+        torch.testing.assert_close(dl, ds_, rtol=0, atol=0)
+    # items are copies: changing one leaves the memory as it was
+    x, _ = loaded[0]
+    x.fill_(123.0)
+    torch.testing.assert_close(loaded[0][0], streamed[0][0], rtol=0, atol=0)
+    # and survive a DataLoader worker (fork or spawn pickles the array)
+    batch = next(iter(DataLoader(loaded, batch_size=len(loaded), num_workers=1)))
+    full = next(iter(DataLoader(streamed, batch_size=len(streamed))))
+    torch.testing.assert_close(batch[0], full[0], rtol=0, atol=0)

@@ -66,6 +66,39 @@ def test_resume_continues_exactly(tiny_package, tmp_path):
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+def test_in_memory_and_streamed_training_agree(tiny_store, tiny_stats, tmp_path, caplog):
+    """Datasets read into memory (the default for small ones) give the losses a streamed run gives."""
+
+    args = ["train", "autoencoder", "--data", str(tiny_store), "--stats", str(tiny_stats), "--steps", "3",
+            "--batch-size", "4", *TRAIN, "--set", "loop.eval_every=3"]
+    with caplog.at_level("INFO", logger="appa_engine.train.loop"):
+        assert main([*args, "--out", str(tmp_path / "memory")]) == 0
+    assert "into memory" in caplog.text and "streaming" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="appa_engine.train.loop"):
+        assert main([*args, "--out", str(tmp_path / "stream"), "--set", "loop.in_memory_gib=0"]) == 0
+    assert "streaming" in caplog.text and "into memory" not in caplog.text
+    memory, stream = _losses(tmp_path / "memory"), _losses(tmp_path / "stream")
+    assert sorted(memory) == [1, 2, 3] and memory == stream
+
+
+def test_memory_budget_is_shared_in_order(tiny_store, tiny_stats):
+    from appa_engine.data.stats import Statistics
+    from appa_engine.data.windows import StateDataset
+    from appa_engine.train.loop import load_small_datasets
+
+    stats = Statistics.load(tiny_stats)
+    times = StateDataset(tiny_store, stats=stats).times
+    first = StateDataset(tiny_store, stats=stats, times=times[:30])
+    second = StateDataset(tiny_store, stats=stats, times=times[30:])
+    assert first.nbytes == 30 * len(stats) * 16 * 32 * 4 and second.nbytes == 18 * first.nbytes // 30
+    budget = (first.nbytes + second.nbytes - 1) / 2**30  # one byte short of both
+    assert load_small_datasets([first, second, None], budget) == [True, False, False]
+    assert first.in_memory and not second.in_memory
+    fresh = StateDataset(tiny_store, stats=stats, times=times[30:])
+    assert load_small_datasets([fresh], 0.0) == [False] and not fresh.in_memory
+
+
 def test_resume_without_checkpoint_is_refused(tiny_package, tmp_path, capsys):
     latents = tiny_package.parent.parent / "latents.zarr"
     assert main(["train", "diffusion", "--latents", str(latents), "--out", str(tmp_path / "none"), "--resume",
