@@ -3,7 +3,8 @@
 One command (``make default-model``) runs the whole chain with the ``appa`` CLI, resuming every
 step that was interrupted:
 
-1. ``appa data synth``: the synthetic Held–Suarez planet (``small``: T21, 6-hourly, 2 runs);
+1. ``appa data synth``: the synthetic Held–Suarez planet (``small``: T21, 32 × 64, 6-hourly,
+   2 runs of 360 days after 200 days of spin-up, 2880 states; ``--synth-preset default``: T42);
 2. ``appa data stats``: per-channel statistics;
 3. ``appa train autoencoder`` and ``appa encode``;
 4. ``appa train diffusion`` (writes a model package);
@@ -41,7 +42,9 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "default", help="working directory")
     p.add_argument("--out", type=Path, default=ROOT / "assets" / "default-model", help="package to write")
     p.add_argument("--synth-preset", default="small", help="synthetic planet preset (default small: T21)")
-    p.add_argument("--runs", type=int, default=2, help="independent runs of the planet (default 2)")
+    p.add_argument("--runs", type=int, default=2, help="independent runs of the planet")
+    p.add_argument("--days", type=int, default=360, help="written days per run")
+    p.add_argument("--spinup-days", type=int, default=200, help="days simulated before the first written state")
     p.add_argument("--ae-steps", type=int, default=3000, help="autoencoder training steps")
     p.add_argument("--prior-steps", type=int, default=6000, help="prior training steps")
     p.add_argument("--batch-size", type=int, default=16, help="global batch size")
@@ -55,7 +58,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     planet, stats = work / "planet.zarr", work / "planet.stats.json"
     t0 = time.time()
-    appa("data", "synth", "--out", str(planet), "--preset", args.synth_preset, "--runs", str(args.runs))
+    appa("data", "synth", "--out", str(planet), "--preset", args.synth_preset, "--runs", str(args.runs),
+         "--days", str(args.days), "--spinup-days", str(args.spinup_days))
     if not stats.exists():
         appa("data", "stats", str(planet), "--out", str(stats))
 
