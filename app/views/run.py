@@ -11,6 +11,7 @@ the job's step, queue position and status into parameters, which the widgets her
 from __future__ import annotations
 
 import panel as pn
+from panel.io.callbacks import PeriodicCallback
 
 from app.state import AppState
 from app.views.base import NoticeAlert
@@ -100,7 +101,16 @@ class RunControls(pn.viewable.Viewer):
 
     def _start_polling(self) -> None:
         if self._callback is None:
-            self._callback = pn.state.add_periodic_callback(self._poll, period=POLL_MS)
+            # A background callback: Panel marks the server busy during every other periodic
+            # callback, which flashes the template's busy spinner in every open page four times a
+            # second for the whole run. That animation cost a headless Chromium on the same
+            # 2-core machine about a fifth of a core and slowed the engine's guided pass by a
+            # quarter (bench/app_latency.py); the progress bar already shows that a run is on.
+            # (``background`` is a constructor keyword of PeriodicCallback that
+            # ``pn.state.add_periodic_callback`` does not pass on;
+            # tests/app/test_browser_run.py checks that polling leaves ``pn.state.busy`` alone.)
+            self._callback = PeriodicCallback(callback=self._poll, period=POLL_MS, background=True)
+            self._callback.start()
 
     def _poll(self) -> None:
         """Copy the job's progress into the state; stop polling once it is finished."""

@@ -47,12 +47,18 @@ def served(tiny_store, tiny_package):
         yield served
 
 
-# Locations of the time markers of the page (Bokeh spans tagged by app.views.results.TimeMarker).
+# Locations of the time markers in the plots shown in the page (Bokeh spans tagged by
+# app.views.results.TimeMarker). Only plots with a view in the page count: the browser's document
+# may still hold the models of plots an earlier run replaced.
 _SPANS_JS = """() => {
-  const out = [];
-  for (const d of Bokeh.documents)
-    for (const m of d.all_models)
-      if (m.type === "Span" && m.tags.includes("appa-time-marker")) out.push(m.location);
+  const out = []; const seen = new Set();
+  function walk(v) {
+    if (!v || seen.has(v)) return; seen.add(v);
+    if (v.frame && v.el.isConnected && v.model.center)
+      for (const r of v.model.center) if (r.type === "Span" && r.tags.includes("appa-time-marker")) out.push(r.location);
+    for (const c of (v.child_views || [])) walk(c);
+  }
+  for (const v of Bokeh.index) walk(v);
   return out;
 }"""
 
@@ -198,6 +204,37 @@ def test_run_shows_the_ensemble_on_the_globe(page_a):
     assert not _button(page, "Run").is_disabled() and _button(page, "Cancel").is_disabled()
     # The Results tab opened.
     assert app.tabs.active == 1
+
+
+def test_polling_a_run_does_not_mark_the_server_busy(page_a):
+    """The progress poll (every POLL_MS) must not flash the template's busy spinner: Panel marks
+    the server busy during periodic callbacks unless they run in the background, and a spinning
+    spinner cost a same-machine Chromium a fifth of a core for the whole run."""
+
+    import panel as pn
+
+    page, app = page_a
+    run = app.state.run
+    steps = run.steps
+    seen: list[int] = []  # the steps the session's state showed, sampled during the run
+    flips: list[bool] = []
+    watcher = pn.state.param.watch(lambda event: flips.append(event.new), "busy")
+    try:
+        run.steps = 24  # a few polls' worth of steps
+        job = run.job
+        _button(page, "Run").click()
+        assert wait(page, lambda: run.job is not job and run.status == "running", 20.0)
+        del flips[:]  # the click itself is a browser event: the server was busy handling it
+        while not run.job.is_finished:
+            seen.append(run.step)
+            page.wait_for_timeout(50)
+        assert wait(page, lambda: not run.busy and run.status == run.job.status, RUN_TIMEOUT)
+    finally:
+        pn.state.param.unwatch(watcher)
+        run.steps = steps
+    assert run.status == "done", run.notice
+    assert len(set(seen)) >= 3, f"too few polls to tell: steps seen {sorted(set(seen))}"
+    assert True not in flips, "a poll marked the server busy"
 
 
 def test_player_advances_frames_without_rebuilding_the_plot(page_a):
