@@ -45,9 +45,12 @@ def _run(args, config, task_factory) -> int:
         task = task_factory(config)
         record = fit(task, config.loop, config.optim, out=args.out, ctx=ctx, config=config, resume=args.resume)
         if ctx.is_main:
-            print(f"{task.name}: step {record.get('step')}, loss {record.get('loss', float('nan')):.4g}"
-                  + (f", valid {record['valid_loss']:.4g}" if "valid_loss" in record else "")
-                  + f"; outputs in {args.out}")
+            if "loss" in record:
+                done = f"loss {record['loss']:.4g}" + (f", valid {record['valid_loss']:.4g}"
+                                                      if "valid_loss" in record else "")
+            else:  # --resume of a run that had already reached its steps
+                done = "nothing left to train"
+            print(f"{task.name}: step {record.get('step')}, {done}; outputs in {args.out}")
             if task.name == "diffusion" and record["finished"]:
                 from appa_engine.train.diffusion import build_package
 

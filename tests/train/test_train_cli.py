@@ -48,7 +48,7 @@ def test_unknown_config_key_is_a_clear_error(tiny_store, tiny_stats, capsys):
     assert "unknown config key 'optim.learning_rate'" in err and "valid keys of optim" in err
 
 
-def test_resume_continues_exactly(tiny_package, tmp_path):
+def test_resume_continues_exactly(tiny_package, tmp_path, capsys):
     latents = tiny_package.parent.parent / "latents.zarr"
     args = ["train", "diffusion", "--latents", str(latents), "--batch-size", "4", "--steps", "4",
             "--set", "blanket=4", *TRAIN]
@@ -64,6 +64,12 @@ def test_resume_continues_exactly(tiny_package, tmp_path):
     a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)["model"]
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    # Resuming a finished run trains nothing and says so (no "loss nan").
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "resumed"), "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "diffusion: step 4, nothing left to train" in out and "nan" not in out
+    assert sorted(_losses(tmp_path / "resumed")) == [1, 2, 3, 4]
 
 
 def test_in_memory_and_streamed_training_agree(tiny_store, tiny_stats, tmp_path, caplog):
