@@ -31,7 +31,7 @@ def test_decoding_quick_prints_its_tables(capsys):
         for box in ("Europe", "tropics"):
             globe = by[model, box, "globe"]
             assert globe[2] == "globe: globe" and globe[5] == "1" and globe[6] == "0"
-    # the default model: its exact halo (7) covers its 8 x 16 latent grid -> auto is the globe
+    # the default model: its exact halo (5) spans most of its 8 x 16 latent grid -> auto is the globe
     assert by["M1", "tropics", "auto"][2] == "auto: globe"
     assert by["M1", "tropics", "approx h2"][2].endswith("halo 2, approximate")
     # layer norm: auto decodes an exact window; its VJP and JVP are the globe's

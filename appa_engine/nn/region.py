@@ -18,8 +18,9 @@ the inputs :math:`[lo, hi]` found by walking the chain backwards,
           \text{upsampling by } s\text{: } [lo, hi] \mapsto
           [\lfloor lo/s \rfloor, \lfloor hi/s \rfloor],
 
-and the *halo* is :math:`\eta = \max(-lo, hi)` at the latent level (:func:`receptive_halo`; 7
-latent cells for the shipped default package, 5 for the ``default`` preset, 18 for ``paper``).
+and the *halo* is :math:`\eta = \max(-lo, hi)` at the latent level (:func:`receptive_halo`; 5
+latent cells for the ``default`` preset and the shipped package, 7 for the same layout with one
+halving less (the T21 package shipped before), 18 for ``paper``).
 Decoding alone the latent window :math:`[r_0 - \eta, r_1 + \eta)` (spherically padded at its own
 edges, which is wrong there)
 reproduces :math:`D(z)` exactly on :math:`[r_0, r_1)`: since :math:`\lfloor\cdot/s\rfloor` is
@@ -53,12 +54,12 @@ MMPS's global vectors :math:`\Sigma_x J^\top u`) the global means of the tangent
 (``bench/decoding.py``, ``tests/sampling/test_region_decode.py``): 3-4 % of the VJP and JVP and 5 %
 of the MMPS correction for a random 4-level decoder with a window of 30 % of the grid, but 17 % of
 the VJP (stations over Europe, frozen statistics alone) and 20 % and more of the MMPS correction
-for the trained default package. It is a real approximation: the observation operator only takes
+for a trained package (the T21 default shipped before). It is a real approximation: the observation operator only takes
 it when asked (``region="approximate"``).
 
 Truncated halo. A halo smaller than :math:`\eta` (``halo=``) also gives a cheaper, approximate
-Jacobian: the far field of the receptive field is dropped (22 % of the VJP of the default package
-with a halo of 1, 20 % with 2). Whenever the window decode is not exact (group normalisation or a
+Jacobian: the far field of the receptive field is dropped (for the shipped package and stations
+over Europe: 51 % of the VJP with a halo of 1, 21 % with 2; its full halo spans the latent grid). Whenever the window decode is not exact (group normalisation or a
 truncated halo) the *values* come from the full-globe pass without gradient and only the
 derivatives from the window,
 
@@ -70,8 +71,8 @@ saves on one forward + VJP; what remains is the graph and the :math:`2m - 1` bac
 MMPS on the rest of the globe (a guided call at 0.56x the globe's for a window of 30 %, against
 0.18x for an exact window of the same size with a per-pixel normalisation).
 
-Where it pays. The halo is large: 7 latent cells for the shipped default package (its whole
-8x16 latent grid), 18 for the ``paper`` preset (23x45 latents: every window is most of the
+Where it pays. The halo is large: 5 latent cells for the shipped default package (a window of
+at least 11x11 of its 8x16 latent grid), 18 for the ``paper`` preset (23x45 latents: every window is most of the
 globe). Exact windows pay for decoders with per-pixel normalisation and latent grids several
 halos wide; observations within a halo of a pole need all longitudes.
 

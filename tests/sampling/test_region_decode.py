@@ -42,7 +42,7 @@ GRID = (64, 124)
 CONFIGS = {
     "nearest": dict(widths=(8, 16, 16), blocks=(1, 1, 1)),  # tiny preset's layout: halo 6
     "shuffle-patch": dict(widths=(8, 16, 16), blocks=(1, 1, 1), downsample=(True, False),
-                          upsample="shuffle", patch=2),  # default preset's layout: halo 7
+                          upsample="shuffle", patch=2),  # the T21 default's layout: halo 7
     "uneven": dict(widths=(8, 8, 16), blocks=(2, 0, 1), downsample=(False, True),
                    upsample="nearest", patch=2),
 }
@@ -86,7 +86,7 @@ def _latents(ae: Autoencoder, batch: int = 2, *, seed: int = 1) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- receptive field
 def test_receptive_halo_hand_values():
-    # The shipped default package (downsample = (True, False)): stem 1 + two blocks at the latent
+    # The T21 default shipped before (downsample = (True, False)): stem 1 + two blocks at the latent
     # level 2 + 2, then (head 1 + block 2 = 3 cells at 2x) -> ceil(3 / 2) = 2: 7.
     shipped = dataclasses.replace(get_preset("default").autoencoder, downsample=(True, False))
     assert receptive_halo(shipped) == 7
@@ -378,9 +378,9 @@ def test_assimilator_records_the_decoding():
 
 def test_approximate_jacobian_of_the_default_model():
     """The trained default package (GroupNorm): stations over Europe, a window of halo 2 with
-    frozen statistics. Its exact halo (7) covers its 8 x 16 latent grid, so "auto" decodes the
-    globe; the approximation is measured here (VJP 19 %, JVP 24 % when written), the figure the
-    module docstring quotes."""
+    frozen statistics. Its exact halo (5) spans most of its 8 x 16 latent grid (and GroupNorm needs
+    frozen statistics), so "auto" decodes the globe; the approximation is measured here (VJP 21 %
+    for the T42 package), the figure the module docstring quotes."""
 
     from appa_engine.io.package import load_model
 
