@@ -104,8 +104,9 @@ class RunControls(pn.viewable.Viewer):
             # A background callback: Panel marks the server busy during every other periodic
             # callback, which flashes the template's busy spinner in every open page four times a
             # second for the whole run. That animation cost a headless Chromium on the same
-            # 2-core machine about a fifth of a core and slowed the engine's guided pass by a
-            # quarter (bench/app_latency.py); the progress bar already shows that a run is on.
+            # 2-core machine about a fifth of a core and slowed the engine's guided pass by about
+            # a fifth (measured through Chromium as bench/app_latency.py does); the progress bar
+            # already shows that a run is on.
             # (``background`` is a constructor keyword of PeriodicCallback that
             # ``pn.state.add_periodic_callback`` does not pass on;
             # tests/app/test_browser_run.py checks that polling leaves ``pn.state.busy`` alone.)

@@ -136,7 +136,7 @@ def _default() -> Preset:
             "layer runs at full resolution. Prior: patch (2, 1, 2), i.e. Appa's (2, 1, 1) with "
             "pairs of latent columns merged, 256 tokens per blanket, full attention: a guided "
             "step costs 0.4 s instead of 0.6 s on 2 CPU cores (the transformer's forward and "
-            "backward 2.4x cheaper), which brings the app's first result under its 20 s target. "
+            "backward 2.4x cheaper), which brings the app's first result to about its 20 s target. "
             "Sized for guided sampling on a 2-core CPU."
         ),
     )

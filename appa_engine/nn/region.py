@@ -54,14 +54,14 @@ MMPS's global vectors :math:`\Sigma_x J^\top u`) the global means of the tangent
 (``bench/decoding.py``, ``tests/sampling/test_region_decode.py``): 3-4 % of the VJP and JVP and 5 %
 of the MMPS correction for a random 4-level decoder with a window of 30 % of the grid, but 17 % of
 the VJP (stations over Europe, frozen statistics alone) and 20 % and more of the MMPS correction
-for a trained package (the T21 default shipped before). It is a real approximation: the observation operator only takes
-it when asked (``region="approximate"``).
+for a trained package (the T21 default shipped before). It is a real approximation: the
+observation operator only takes it when asked (``region="approximate"``).
 
 Truncated halo. A halo smaller than :math:`\eta` (``halo=``) also gives a cheaper, approximate
 Jacobian: the far field of the receptive field is dropped (for the shipped package and stations
-over Europe: 51 % of the VJP with a halo of 1, 21 % with 2; its full halo spans the latent grid). Whenever the window decode is not exact (group normalisation or a
-truncated halo) the *values* come from the full-globe pass without gradient and only the
-derivatives from the window,
+over Europe: 51 % of the VJP with a halo of 1, 21 % with 2; its full halo spans the latent grid).
+Whenever the window decode is not exact (group normalisation or a truncated halo) the *values*
+come from the full-globe pass without gradient and only the derivatives from the window,
 
 .. math:: x = x_\text{window} + \operatorname{stopgrad}(D(z) - x_\text{window}),
 
@@ -72,8 +72,8 @@ MMPS on the rest of the globe (a guided call at 0.56x the globe's for a window o
 0.18x for an exact window of the same size with a per-pixel normalisation).
 
 Where it pays. The halo is large: 5 latent cells for the shipped default package (a window of
-at least 11x11 of its 8x16 latent grid), 18 for the ``paper`` preset (23x45 latents: every window is most of the
-globe). Exact windows pay for decoders with per-pixel normalisation and latent grids several
+at least 11x11 of its 8x16 latent grid), 18 for the ``paper`` preset (23x45 latents: every window
+is most of the globe). Exact windows pay for decoders with per-pixel normalisation and latent grids several
 halos wide; observations within a halo of a pole need all longitudes.
 
 References:

@@ -55,7 +55,8 @@ _SPANS_JS = """() => {
   function walk(v) {
     if (!v || seen.has(v)) return; seen.add(v);
     if (v.frame && v.el.isConnected && v.model.center)
-      for (const r of v.model.center) if (r.type === "Span" && r.tags.includes("appa-time-marker")) out.push(r.location);
+      for (const r of v.model.center)
+        if (r.type === "Span" && r.tags.includes("appa-time-marker")) out.push(r.location);
     for (const c of (v.child_views || [])) walk(c);
   }
   for (const v of Bokeh.index) walk(v);
