@@ -133,26 +133,23 @@ def main(argv=None) -> None:
         r_blanket = rate(raw_blankets, len(starts), args.repeats)
         rows.append(("raw zarr", "state", r_state, 1.0, state_bytes))
         rows.append(("raw zarr", f"blanket K={K}", r_blanket, 1.0, K * state_bytes))
-        for label, path in (("stacked store", stacked), ("canonical store", canonical)):
-            states = StateDataset(path, stats=stats)
-            blankets = BlanketDataset(path, length=K, step=1, stats=stats)
-            r = rate(drain(states), len(states), args.repeats)
-            rows.append((f"StateDataset, {label}", "state", r, r / r_state, state_bytes))
-            subset = Subset(blankets, [int(s) for s in starts])
-            r = rate(drain(subset), len(subset), args.repeats)
-            item = f"blanket K={K}"
-            rows.append((f"BlanketDataset, {label}", item, r, r / r_blanket, K * state_bytes))
-        for label, path in (("stacked store", stacked), ("canonical store", canonical)):
-            t0 = time.perf_counter()
-            states = StateDataset(path, stats=stats).load()
-            loads.append((label, time.perf_counter() - t0, states.nbytes))
-            r = rate(drain(states), len(states), args.repeats)
-            rows.append((f"StateDataset in memory, {label}", "state", r, r / r_state, state_bytes))
-            blankets = BlanketDataset(path, length=K, step=1, stats=stats).load()
-            subset = Subset(blankets, [int(s) for s in starts])
-            r = rate(drain(subset), len(subset), args.repeats)
-            rows.append((f"BlanketDataset in memory, {label}", f"blanket K={K}", r, r / r_blanket,
-                         K * state_bytes))
+        for memory in (False, True):  # streamed from the store, then read into memory first
+            where = " in memory" if memory else ""
+            for label, path in (("stacked store", stacked), ("canonical store", canonical)):
+                t0 = time.perf_counter()
+                states = StateDataset(path, stats=stats)
+                if memory:
+                    states.load()
+                    loads.append((label, time.perf_counter() - t0, states.nbytes))
+                r = rate(drain(states), len(states), args.repeats)
+                rows.append((f"StateDataset{where}, {label}", "state", r, r / r_state, state_bytes))
+                blankets = BlanketDataset(path, length=K, step=1, stats=stats)
+                if memory:
+                    blankets.load()
+                subset = Subset(blankets, [int(s) for s in starts])
+                r = rate(drain(subset), len(subset), args.repeats)
+                rows.append((f"BlanketDataset{where}, {label}", f"blanket K={K}", r, r / r_blanket,
+                             K * state_bytes))
 
     print(
         f"{nt} states of {args.channels} channels on {args.nlon}×{args.nlat}, "
