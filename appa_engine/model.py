@@ -138,9 +138,12 @@ class AppaModel(nn.Module):
         """Standardised states ``(*, C, H, W)`` → standardised latents ``(*, Z, h, w)``."""
         return (self.autoencoder.encode(x) - self.z_mean) / self.z_std
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Standardised latents ``(*, Z, h, w)`` → standardised states ``(*, C, H, W)``."""
-        return self.autoencoder.decode(z * self.z_std + self.z_mean, shape=self.grid.shape)
+    def decode(self, z: torch.Tensor, *, channels=None) -> torch.Tensor:
+        """Standardised latents ``(*, Z, h, w)`` → standardised states ``(*, C, H, W)`` (only
+        the physical channels ``channels``, indices, when given: see :meth:`Decoder.forward`)."""
+        return self.autoencoder.decode(
+            z * self.z_std + self.z_mean, shape=self.grid.shape, channels=channels
+        )
 
     def latent_shape(self, length: int, batch: int = 1) -> tuple[int, ...]:
         """Shape of a batch of latent trajectories: ``(B, L, Z, h, w)``."""

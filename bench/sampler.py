@@ -9,7 +9,8 @@ Everything is measured in one run, on one model, so that the ratios compare like
    the observed states) and one VJP through it;
 2. the time of one guided and one unguided call against the ensemble size (1, 2, 4, 8 members),
    the trajectory length (1, 2, 4 blankets) and the number of stations (0, 50, 200, 1000);
-3. decoding: all the states of a trajectory against only the observed ones (what
+3. decoding: all the states of a trajectory against only the observed ones, and every channel
+   against only the observed ones (what
    :func:`~appa_engine.sampling.trajectory.latent_observation_operator` does), forward and
    forward + VJP; and the full globe against a latitude band of the latent (plus a halo of
    latent rows), with the error that cropping makes;
@@ -369,21 +370,32 @@ def section_decoding(model, args, device) -> str:
     observed = torch.as_tensor(compiled.state_indices, dtype=torch.long, device=device)
     n_obs = observed.numel()
 
-    def A_all(zz):  # an operator that decodes every state of the window
+    def A_all(zz):  # an operator that decodes every state and channel of the window
         return compiled.A(model.decode(zz))
 
-    A_observed = latent_observation_operator(model, compiled)
+    def A_observed_states(zz):  # only the observed states, every channel
+        return compiled.A(model.decode(zz[:, observed]))
+
+    A_engine = latent_observation_operator(model, compiled)  # observed states and channels
+    read = compiled.physical_channels
+    C = len(model.channels)
     with torch.no_grad():
         t_all = measure(lambda: model.decode(z), **r)
         t_obs = measure(lambda: model.decode(z[:, observed]), **r)
+        t_read = measure(lambda: model.decode(z[:, observed], channels=read), **r)
     t_A_all = measure(with_vjp(A_all, z), **r)
-    t_A_obs = measure(with_vjp(A_observed, z), **r)
+    t_A_obs = measure(with_vjp(A_observed_states, z), **r)
+    t_A_read = measure(with_vjp(A_engine, z), **r)
     unit = t_all.median
     rows = [
         (f"decode all {L} states, full globe", ms(t_all), 1.0, ""),
         (f"decode the {n_obs} observed states, full globe", ms(t_obs), t_obs.median / unit, ""),
+        (f"decode the {n_obs} observed states, the {read.size} of {C} channels observed",
+         ms(t_read), t_read.median / unit, ""),
         (f"A + VJP decoding all {L} states", ms(t_A_all), t_A_all.median / unit, ""),
         (f"A + VJP decoding the {n_obs} observed states", ms(t_A_obs), t_A_obs.median / unit, ""),
+        (f"A + VJP decoding the {n_obs} observed states, {read.size} channels (the engine)",
+         ms(t_A_read), t_A_read.median / unit, ""),
     ]
 
     # Latitude band: the middle quarter of the latent rows, decoded with a halo of latent rows,
@@ -416,10 +428,10 @@ def section_decoding(model, args, device) -> str:
              f"(latent rows {r0}:{r1})")
     note = ("   'max err': max |band decoding - full-globe decoding| over the band, in units of "
             "the decoded field's RMS.\n"
-            "   The engine decodes only the observed states (latent_observation_operator); a latent "
-            "window instead of the globe\n"
-            "   when that is exact and small enough (region='auto'): bench/decoding.py measures "
-            "regional decoding.")
+            "   The engine decodes only the observed states and channels "
+            "(latent_observation_operator);\n"
+            "   a latent window instead of the globe when that is exact and small enough "
+            "(region='auto'):\n   bench/decoding.py measures regional decoding.")
     return table(("decode", "ms", "x decode all", "max err"), rows, title=title) + "\n" + note
 
 

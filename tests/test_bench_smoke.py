@@ -72,7 +72,8 @@ def test_sampler_quick_prints_its_tables(capsys):
     assert [int(r.split()[2]) for r in stations] == [0, 20]
     assert int(stations[0].split()[4]) == 0 and int(stations[1].split()[4].replace(",", "")) > 0
     decoding = _table_rows(out, "3. Decoding")
-    assert len(decoding) == 4 + 3  # 4 decode rows + 3 halos
+    assert len(decoding) == 6 + 3  # 6 decode rows + 3 halos
+    assert "observed states, the 2 of 8 channels observed" in decoding[2]
     assert "bench/decoding.py measures regional decoding" in out
     reanalysis = _table_rows(out, "4. Reanalysis")
     assert len(reanalysis) == 1

@@ -287,13 +287,17 @@ class Decoder(nn.Module):
         self.head_norm = make_norm(config.norm, widths[0])
         self.head = SphereConv2d(widths[0], config.in_channels * config.patch**2, 3)
 
-    def forward(self, z: Tensor) -> Tensor:
+    def forward(self, z: Tensor, channels: Tensor | None = None) -> Tensor:
         """
         Arguments:
             z: Latents, shape ``(B, Z, h, w)``.
+            channels: Indices of the physical channels to decode, shape ``(C',)`` (None: all).
+                Only the last convolution depends on the channel, so it alone is cut: exactly
+                those channels of the full decode, at a fraction of the last layer's cost (on
+                the default model, the largest convolution and two full-size copies).
 
         Returns:
-            States, shape ``(B, C, f h, f w)``.
+            States, shape ``(B, C, f h, f w)`` (``C'`` channels, in the order of ``channels``).
         """
 
         x = self.stem(z)
@@ -301,8 +305,13 @@ class Decoder(nn.Module):
             x = stage(x)
             if i < len(self.transitions):
                 x = self.transitions[i](x)
-        x = self.head(F.silu(self.head_norm(x)))
-        return _depth_to_space(x, self.config.patch) if self.config.patch > 1 else x
+        p = self.config.patch
+        outputs = None
+        if channels is not None:  # the head's outputs of physical channel c: c p² to c p² + p² - 1
+            sub = torch.arange(p**2, device=channels.device)
+            outputs = (channels[:, None] * p**2 + sub).reshape(-1)
+        x = self.head(F.silu(self.head_norm(x)), outputs)
+        return _depth_to_space(x, p) if p > 1 else x
 
 
 class Autoencoder(nn.Module):
@@ -352,15 +361,18 @@ class Autoencoder(nn.Module):
         z = self.encoder(x)
         return z.reshape(*lead, *z.shape[1:])
 
-    def decode(self, z: Tensor, *, shape: tuple[int, int] | None = None) -> Tensor:
+    def decode(self, z: Tensor, *, shape: tuple[int, int] | None = None,
+               channels=None) -> Tensor:
         """
         Arguments:
             z: Latents, shape ``(*, Z, h, w)``.
             shape: Physical grid ``(H, W)`` to crop to (default: ``config.shape``, else
                 ``(f h, f w)``).
+            channels: Indices of the physical channels to decode (None: all); see
+                :meth:`Decoder.forward`.
 
         Returns:
-            States, shape ``(*, C, H, W)``.
+            States, shape ``(*, C, H, W)`` (``C = len(channels)`` when given).
         """
 
         Z = self.config.latent_channels
@@ -374,10 +386,28 @@ class Autoencoder(nn.Module):
                 f"latents of size {h}×{w} do not decode to a {H}×{W} grid "
                 f"(its latent grid is {self.latent_shape(H, W)})"
             )
-        x = self.decoder(z.reshape(-1, Z, h, w))
+        z = z.reshape(-1, Z, h, w)
+        if channels is None:
+            x = self.decoder(z)
+        else:
+            x = self.decoder(z, self.check_channels(channels, z.device))
         north, _, west, _ = self._pads(H, W)
         x = x[..., north : north + H, west : west + W]
         return x.reshape(*lead, *x.shape[1:])
+
+    def check_channels(self, channels, device: torch.device | None = None) -> Tensor | None:
+        """``channels`` as a tensor of distinct physical channel indices (None stays None)."""
+
+        if channels is None:
+            return None
+        # Checked on the host: pass a list or an array (no device synchronisation).
+        if isinstance(channels, Tensor):
+            channels = channels.tolist()
+        c = np.asarray(channels, dtype=np.int64).reshape(-1)
+        C = self.config.in_channels
+        if not c.size or c.min() < 0 or c.max() >= C or np.unique(c).size != c.size:
+            raise ValueError(f"channels must be distinct indices in [0, {C}), got {c.tolist()}")
+        return torch.as_tensor(c, device=device)
 
     def forward(self, x: Tensor) -> Tensor:
         """Reconstruction :math:`D(E(x))`, shape of ``x``: ``(*, C, H, W)``."""

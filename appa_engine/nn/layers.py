@@ -256,18 +256,23 @@ class SphereConv2d(nn.Conv2d):
         self.halo = (kernel_size - 1) // 2 if kernel_size % 2 else 0
         self.poles = poles
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, outputs: Tensor | None = None) -> Tensor:
         """
         Arguments:
             x: Input, shape ``(B, C_in, H, W)``.
+            outputs: Indices of the output channels to compute, shape ``(C',)`` (None: all).
 
         Returns:
-            Output, shape ``(B, C_out, H / stride, W / stride)``.
+            Output, shape ``(B, C_out, H / stride, W / stride)`` (``C'`` channels with
+            ``outputs``: exactly those channels of the full output).
         """
 
         if self.halo:
             x = pad_sphere(x, self.halo, poles=self.poles)
-        return super().forward(x)
+        if outputs is None:
+            return super().forward(x)
+        bias = None if self.bias is None else self.bias[outputs]
+        return self._conv_forward(x, self.weight[outputs], bias)
 
 
 class ChannelLayerNorm(nn.Module):

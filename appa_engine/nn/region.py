@@ -359,35 +359,39 @@ class RegionDecoder:
             self._cache[device] = (torch.as_tensor(self._source, device=device), cols)
         return self._cache[device]
 
-    def __call__(self, z: Tensor) -> Tensor:
+    def __call__(self, z: Tensor, channels=None) -> Tensor:
         """
         Arguments:
             z: Latents (of the autoencoder, not standardised), shape ``(*, Z, h, w)``.
+            channels: Indices of the physical channels to decode (None: all; see
+                :meth:`~appa_engine.nn.autoencoder.Decoder.forward`).
 
         Returns:
-            States, shape ``(*, C, H, W)`` (see the class docstring for the cells outside).
+            States, shape ``(*, C, H, W)`` (see the class docstring for the cells outside;
+            ``C = len(channels)`` when given).
         """
 
         ae, win = self.autoencoder, self.window
         if win.is_globe:
-            return ae.decode(z, shape=self.shape)
+            return ae.decode(z, shape=self.shape, channels=channels)
         Z, (h, w) = ae.config.latent_channels, win.latent_shape
         if z.ndim < 3 or tuple(z.shape[-3:]) != (Z, h, w):
             raise ValueError(f"expected latents of shape (*, {Z}, {h}, {w}), got {tuple(z.shape)}")
         lead = z.shape[:-3]
         z = z.reshape(-1, Z, h, w)
+        channels = ae.check_channels(channels, z.device)
         source, cols = self._tensors(z.device)
         z_win = z[..., win.rows[0] : win.rows[1], :]
         if cols is not None:
             z_win = z_win.index_select(-1, cols)
         if self.mode == "exact":
-            x_win = ae.decoder(z_win)
+            x_win = ae.decoder(z_win, channels)
         else:
             stats = GroupStatistics()
             with torch.no_grad(), group_norm_hook(stats.record):
-                x_full = ae.decode(z, shape=self.shape)
+                x_full = ae.decode(z, shape=self.shape, channels=channels)
             with group_norm_hook(stats.frozen):
-                x_win = ae.decoder(z_win)
+                x_win = ae.decoder(z_win, channels)
         B, C = x_win.shape[:2]
         flat = torch.cat([x_win.reshape(B, C, -1), x_win.new_zeros(B, C, 1)], dim=2)
         x = flat.index_select(2, source).reshape(B, C, *self.shape)

@@ -48,6 +48,35 @@ __all__ = ["CompiledObservations", "compile_observations"]
 logger = logging.getLogger(__name__)
 
 
+class _Layout:
+    """Where the states and channels of the ``x`` (or ``z``) given to :meth:`CompiledObservations.A`
+    sit: the whole window or only the observed states, every channel or only some.
+
+    Arguments:
+        kmap: Position of each state of the window along ``x``'s time axis (-1: not in ``x``).
+        cmap: Position of each model channel along ``x``'s channel axis (-1: not in ``x``), or
+            None when ``x`` holds every channel in order.
+        key: A hashable name of the layout (blocks cache their index tensors under it).
+    """
+
+    def __init__(self, kmap: np.ndarray, cmap: np.ndarray | None, key: tuple):
+        self.kmap, self.cmap, self.key = kmap, cmap, key
+        self.C = None if cmap is None else int((cmap >= 0).sum())  # channels in x
+
+    def flat(self, k: np.ndarray, chw: np.ndarray, CHW: int, HW: int) -> np.ndarray:
+        """Flat indices into ``x[b]`` of entries (state ``k``, channel-cell ``chw = c HW + hw``)."""
+
+        if self.cmap is None:
+            return self.kmap[k] * CHW + chw
+        c, hw = np.divmod(chw, HW)
+        return self.kmap[k] * (self.C * HW) + self.cmap[c] * HW + hw
+
+    def channels(self, c: np.ndarray) -> np.ndarray:
+        """Positions of the model channels ``c`` along ``x``'s channel axis."""
+
+        return c if self.cmap is None else self.cmap[c]
+
+
 class _Block:
     """Rows of one observer: a differentiable forward map plus per-row metadata."""
 
@@ -59,10 +88,11 @@ class _Block:
         self.error = np.ones(n)  # physical std
         self.value = np.full(n, np.nan)  # physical values
         self.states = np.zeros(0, np.int64)  # state (or latent state) indices touched
+        self.channels = np.zeros(0, np.int64)  # model channels read (physical observers)
         self.quantities: list[tuple[str, float, str]] = []  # (variable, level, channel)
         self._cache: dict = {}
 
-    def forward(self, x: torch.Tensor, kmap: np.ndarray, layout: str) -> torch.Tensor:  # (B, n)
+    def forward(self, x: torch.Tensor, layout: _Layout) -> torch.Tensor:  # (B, n)
         raise NotImplementedError
 
     def meta(self) -> dict[str, np.ndarray]:
@@ -90,18 +120,19 @@ class _SparseBlock(_Block):
         self.k, self.chw, self.w = k, chw, w
         self.CHW, self.HW = CHW, HW
         self.states = np.unique(k)
+        self.channels = np.unique(chw // HW)
         self._meta = meta
 
-    def _tensors(self, x: torch.Tensor, kmap: np.ndarray, layout: str, k, chw, w, rows, tag=""):
+    def _tensors(self, x: torch.Tensor, layout: _Layout, k, chw, w, rows, tag=""):
         def make():
-            idx = torch.as_tensor(kmap[k] * self.CHW + chw, device=x.device)
+            idx = torch.as_tensor(layout.flat(k, chw, self.CHW, self.HW), device=x.device)
             r = None if rows is None else torch.as_tensor(rows, device=x.device)
             return idx, torch.as_tensor(w, device=x.device, dtype=x.dtype), r
 
-        return self._cached((tag, layout, x.device, x.dtype), make)
+        return self._cached((tag, layout.key, x.device, x.dtype), make)
 
-    def forward(self, x, kmap, layout):
-        idx, w, rows = self._tensors(x, kmap, layout, self.k, self.chw, self.w, self.rows)
+    def forward(self, x, layout):
+        idx, w, rows = self._tensors(x, layout, self.k, self.chw, self.w, self.rows)
         return ops.sparse_apply(x.reshape(x.shape[0], -1), rows, idx, w, self.n)
 
     def meta(self):
@@ -122,13 +153,14 @@ class _WindBlock(_SparseBlock):
     def __init__(self, observer, n, rows, k, hw, w, cu, cv, *, CHW, HW, meta):
         super().__init__(observer, n, rows, k, cu * HW + hw, w, CHW=CHW, HW=HW, meta=meta)
         self.chw_v = cv * HW + hw  # same rows, stencil and weights as u
+        self.channels = np.union1d(self.channels, cv)
         # Per-row statistics of u and v and the reference scale; set by the compiler.
         self.mean_u = self.std_u = self.mean_v = self.std_v = None
 
-    def forward(self, x, kmap, layout):
+    def forward(self, x, layout):
         x_flat = x.reshape(x.shape[0], -1)
-        idx_u, w, rows = self._tensors(x, kmap, layout, self.k, self.chw, self.w, self.rows, "u")
-        idx_v, _, _ = self._tensors(x, kmap, layout, self.k, self.chw_v, self.w, self.rows, "v")
+        idx_u, w, rows = self._tensors(x, layout, self.k, self.chw, self.w, self.rows, "u")
+        idx_v, _, _ = self._tensors(x, layout, self.k, self.chw_v, self.w, self.rows, "v")
 
         def stats():
             return tuple(
@@ -155,21 +187,22 @@ class _DenseBlock(_Block):
         self.n_times, self.chans, self.shape = n_times, np.asarray(chans), tuple(shape)
         self.keep = keep
         self.states = np.unique(k)
+        self.channels = np.unique(self.chans)
         self._meta = meta
 
-    def forward(self, x, kmap, layout):
+    def forward(self, x, layout):
         def make():
             dev = x.device
             keep = None if self.keep is None else torch.as_tensor(self.keep, device=dev)
             return (
                 torch.as_tensor(self.obs, device=dev),
-                torch.as_tensor(kmap[self.k], device=dev),
+                torch.as_tensor(layout.kmap[self.k], device=dev),
                 torch.as_tensor(self.w, device=dev, dtype=x.dtype),
-                torch.as_tensor(self.chans, device=dev),
+                torch.as_tensor(layout.channels(self.chans), device=dev),
                 keep,
             )
 
-        obs, k, w, chans, keep = self._cached((layout, x.device, x.dtype), make)
+        obs, k, w, chans, keep = self._cached((layout.key, x.device, x.dtype), make)
         if x.shape[2:] != (x.shape[2],) + self.shape:
             raise ObservationError(
                 f"{self.observer.kind} '{self.observer.name}' expects states of shape (·, {self.shape}), "
@@ -647,6 +680,8 @@ class CompiledObservations:
         state_indices: Sorted indices of the physical states the physical observers touch (the
             sampler only needs to decode these).
         latent_state_indices: Same for the latent observers.
+        physical_channels: Sorted indices of the model channels the physical observers read
+            (:math:`\mathcal{A}` can be given only these, ``A(x, channels=...)``).
         has_latent: Whether some rows observe the latent trajectory.
     """
 
@@ -685,6 +720,9 @@ class CompiledObservations:
         self.latent_state_indices = (
             np.unique(np.concatenate([b.states for b in lat])) if lat else np.zeros(0, np.int64)
         )
+        self.physical_channels = (
+            np.unique(np.concatenate([b.channels for b in phys])) if phys else np.zeros(0, np.int64)
+        )
         self._table = None
 
     def __len__(self) -> int:
@@ -701,21 +739,49 @@ class CompiledObservations:
             f"states={self.state_indices.tolist()}, latent={self.has_latent})"
         )
 
-    def _kmap(self, T: int, indices: np.ndarray, what: str) -> tuple[np.ndarray, str]:
+    def _layout(self, T: int, indices: np.ndarray, what: str, channels=None) -> _Layout:
         full = self.times.size
         if T == full:
-            return np.arange(full), "full"
-        if T == indices.size:
+            kmap, key = np.arange(full), ("full",)
+        elif T == indices.size:
             kmap = np.full(full, -1, dtype=np.int64)
             kmap[indices] = np.arange(indices.size)
-            return kmap, "sub"
-        raise ObservationError(
-            f"the {what} trajectory has {T} states, but the observations were compiled for {full} "
-            f"(or the {indices.size} observed states)",
-            hint="pass the whole window, or only the states listed in state_indices, in order",
-        )
+            key = ("sub",)
+        else:
+            raise ObservationError(
+                f"the {what} trajectory has {T} states, but the observations were compiled for "
+                f"{full} "
+                f"(or the {indices.size} observed states)",
+                hint="pass the whole window, or only the states listed in state_indices, in order",
+            )
+        if channels is None:
+            return _Layout(kmap, None, key)
+        cmap = np.full(len(self.channels), -1, dtype=np.int64)
+        cmap[channels] = np.arange(channels.size)
+        return _Layout(kmap, cmap, key + tuple(channels.tolist()))
 
-    def A(self, x: torch.Tensor | None, *, z: torch.Tensor | None = None) -> torch.Tensor:
+    def _check_channels(self, channels) -> np.ndarray | None:
+        if channels is None:
+            return None
+        if isinstance(channels, torch.Tensor):
+            channels = channels.tolist()
+        c = np.asarray(channels, dtype=np.int64).reshape(-1)
+        C = len(self.channels)
+        if c.size and (c.min() < 0 or c.max() >= C or np.unique(c).size != c.size):
+            raise ObservationError(
+                f"channels must be distinct indices of the {C} model channels, got {c.tolist()}"
+            )
+        missing = np.setdiff1d(self.physical_channels, c)
+        if missing.size:
+            raise ObservationError(
+                f"the observers read channels {[self.channels[i] for i in missing]}, which x lacks",
+                hint="pass at least the channels listed in physical_channels",
+            )
+        return c
+
+    def A(
+        self, x: torch.Tensor | None, *, z: torch.Tensor | None = None, channels=None
+    ) -> torch.Tensor:
         r"""The observation operator :math:`\mathcal{A}`, differentiable, batched over ``B``.
 
         Arguments:
@@ -724,6 +790,10 @@ class CompiledObservations:
                 every observer is latent.
             z: Latent trajectory, shape ``(B, T, Z, h, w)`` (window, or :attr:`latent_state_indices`),
                 required when :attr:`has_latent`.
+            channels: Which model channels ``x`` holds, in order (indices, shape ``(C',)``; at
+                least :attr:`physical_channels`); None: all of them. A decoder asked for only
+                the channels the observers read does less work (see
+                :class:`~appa_engine.sampling.trajectory.LatentObservationOperator`).
 
         Returns:
             Predicted observations in standardised units, shape ``(B, N)``, on the device and in
@@ -744,22 +814,24 @@ class CompiledObservations:
             )
         if x is not None:
             H, W = self.grid.shape
-            if x.ndim != 5 or tuple(x.shape[2:]) != (len(self.channels), H, W):
+            channels = self._check_channels(channels)
+            C = len(self.channels) if channels is None else channels.size
+            if x.ndim != 5 or tuple(x.shape[2:]) != (C, H, W):
                 raise ObservationError(
-                    f"x must have shape (B, T, {len(self.channels)}, {H}, {W}), got {tuple(x.shape)}",
+                    f"x must have shape (B, T, {C}, {H}, {W}), got {tuple(x.shape)}",
                     hint="pass a standardised trajectory on the compiled grid and channels",
                 )
-            kmap_x, layout_x = self._kmap(x.shape[1], self.state_indices, "physical")
+            layout_x = self._layout(x.shape[1], self.state_indices, "physical", channels)
         if z is not None and self.has_latent:
             if z.ndim != 5:
                 raise ObservationError(f"z must have shape (B, T, Z, h, w), got {tuple(z.shape)}")
-            kmap_z, layout_z = self._kmap(z.shape[1], self.latent_state_indices, "latent")
+            layout_z = self._layout(z.shape[1], self.latent_state_indices, "latent")
         outs = []
         for block in self._blocks:
             if block.observer.on_latent:
-                outs.append(block.forward(z, kmap_z, layout_z))
+                outs.append(block.forward(z, layout_z))
             else:
-                outs.append(block.forward(x, kmap_x, layout_x))
+                outs.append(block.forward(x, layout_x))
         if not outs:
             return ref.new_zeros(ref.shape[0], 0)
         return torch.cat(outs, dim=1)

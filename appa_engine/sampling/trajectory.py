@@ -12,8 +12,10 @@ Tweedie covariance of the stitched estimate, and each observation acts on the bl
 the states it observes.
 
 The observation operator of a latent trajectory decodes only the states that carry physical
-observations (:attr:`CompiledObservations.state_indices`): decoding dominates the cost of a
-guided step (about 90 % in Appa), and most states of a long window are often unobserved. When the
+observations (:attr:`CompiledObservations.state_indices`) and only the channels they read
+(:attr:`CompiledObservations.physical_channels`): decoding dominates the cost of a guided step
+(about 90 % in Appa), most states of a long window are often unobserved, and the decoder's last
+convolution, its largest on the default model, is per channel. When the
 observations read a small part of the globe it also decodes only the latent window around them
 (:mod:`appa_engine.nn.region`). ``region="auto"`` does so when that is exact (a decoder with
 per-pixel normalisation, the full receptive-field halo) and the window, halo included, covers at
@@ -101,11 +103,12 @@ class LatentObservationOperator:
     r"""The observation operator of a standardised latent trajectory,
     :math:`z \mapsto \mathcal{A}(D(z))`, decoding only what the observations read.
 
-    Only the observed states are decoded, and, when :attr:`window` is set, only that latent
-    window of them (:class:`~appa_engine.nn.region.RegionDecoder`): its values are those of the
-    full decode; its Jacobian is exact for per-pixel normalisations and a full halo, and
-    otherwise (``region="approximate"`` only) drops the dependence through the group statistics
-    and beyond the halo (see :mod:`appa_engine.nn.region`).
+    Only the observed states are decoded, only the channels the observers read (:attr:`channels`;
+    exact: only the decoder's last convolution depends on the channel), and, when :attr:`window`
+    is set, only that latent window of them (:class:`~appa_engine.nn.region.RegionDecoder`): its
+    values are those of the full decode; its Jacobian is exact for per-pixel normalisations and
+    a full halo, and otherwise (``region="approximate"`` only) drops the dependence through the
+    group statistics and beyond the halo (see :mod:`appa_engine.nn.region`).
 
     Arguments:
         model: An :class:`~appa_engine.model.AppaModel`.
@@ -122,6 +125,7 @@ class LatentObservationOperator:
 
     Attributes:
         window: The latent window decoded (None: the globe).
+        channels: Indices of the physical channels decoded (None: all of them).
         decoding: What is decoded, in words (for run records).
     """
 
@@ -137,6 +141,8 @@ class LatentObservationOperator:
         self.model = model
         self.compiled = compiled
         self.states = torch.as_tensor(compiled.state_indices, dtype=torch.long)
+        read = compiled.physical_channels
+        self.channels = None if read.size in (0, len(compiled.channels)) else read
         self.window: LatentWindow | None = None
         self._region: RegionDecoder | None = None
         eta = receptive_halo(model.spec.autoencoder)
@@ -156,16 +162,19 @@ class LatentObservationOperator:
             self.decoding = "globe" if compiled.has_physical else "none (latent observations only)"
         else:
             self.decoding = f"{self.window.describe()}, {self._region.mode}"
+        if self.channels is not None:
+            self.decoding += f", {read.size} of {len(compiled.channels)} channels"
         log.info("observation operator decodes: %s", self.decoding)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Standardised latents ``(*, Z, h, w)`` → standardised states ``(*, C, H, W)`` (only
-        the window's cells when :attr:`window` is set)."""
+        the channels of :attr:`channels`, and only the window's cells when :attr:`window` is
+        set)."""
 
         if self._region is None:
-            return self.model.decode(z)
+            return self.model.decode(z, channels=self.channels)
         m = self.model
-        return self._region(z * m.z_std + m.z_mean)
+        return self._region(z * m.z_std + m.z_mean, self.channels)
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         """
@@ -178,7 +187,7 @@ class LatentObservationOperator:
 
         compiled = self.compiled
         x = self.decode(z[:, self.states.to(z.device)]) if compiled.has_physical else None
-        return compiled.A(x, z=z if compiled.has_latent else None)
+        return compiled.A(x, z=z if compiled.has_latent else None, channels=self.channels)
 
 
 def latent_observation_operator(model, compiled, *, region: Region = "auto",

@@ -73,6 +73,37 @@ def test_shapes_padding_and_leading_axes(upsample, patch, H, W, poles):
     assert ae.decode(z).shape == (2, 3, 3, f * h, f * w)  # no shape: no crop
 
 
+@pytest.mark.parametrize("upsample, patch", [("nearest", 1), ("shuffle", 2), ("shuffle", 3)])
+def test_decoding_some_channels_gives_those_of_the_full_decode(upsample, patch):
+    """Only the head depends on the channel: a subset (in any order) is exactly those channels
+    of the full decode, crop included, and so is its VJP (the full VJP of a cotangent that is
+    zero on the other channels)."""
+
+    ae = Autoencoder(small_config(in_channels=5, upsample=upsample, patch=patch)).double()
+    randomise(ae)
+    H, W = 13, 30  # not multiples of f: the decode crops
+    z = torch.randn(2, 3, 4, *ae.latent_shape(H, W), dtype=torch.float64, requires_grad=True)
+    channels = [4, 0, 2]
+    full = ae.decode(z, shape=(H, W))
+    part = ae.decode(z, shape=(H, W), channels=channels)
+    assert part.shape == (2, 3, 3, H, W)
+    torch.testing.assert_close(part, full[:, :, channels], rtol=1e-12, atol=1e-12)
+    u = torch.randn_like(part)
+    (g_part,) = torch.autograd.grad(part, z, u)
+    u_full = torch.zeros_like(full)
+    u_full[:, :, channels] = u
+    (g_full,) = torch.autograd.grad(full, z, u_full)
+    torch.testing.assert_close(g_part, g_full, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("channels", [[], [5], [-1], [1, 1]])
+def test_decoding_bad_channels_is_refused(channels):
+    ae = Autoencoder(small_config(in_channels=5))
+    z = torch.randn(1, 4, *ae.latent_shape(16, 32))
+    with pytest.raises(ValueError, match=r"distinct indices in \[0, 5\)"):
+        ae.decode(z, channels=channels)
+
+
 def test_decode_crops_to_config_shape_and_checks_sizes():
     ae = Autoencoder(small_config(shape=(13, 30), poles=True))
     z = torch.randn(1, 4, 4, 8)

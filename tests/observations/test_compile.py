@@ -233,6 +233,45 @@ def test_bad_trajectories_are_refused_with_a_message():
         compiled.A(x[:, :3], z=z)
 
 
+def test_operator_on_the_channels_it_reads_equals_the_full_one():
+    """A(x restricted to some channels, channels=...) is A(x): every kind of physical observer,
+    on the whole window and on the observed states only."""
+
+    observers = [
+        synop(),  # 2m_temperature, temperature_850
+        WindSpeedStations(
+            name="w", lon=[10.0, 20.0], lat=[0.0, 5.0], times=["2021-01-01T01"], errors=1.0
+        ),  # both 10 m wind components
+        TrackSwath(name="tr", lon=[0.0, 40.0], lat=[0.0, 20.0], width_deg=10,
+                   times=["2021-01-01T02:30"], variables=["temperature_850"], errors=1.0),
+        FullStateObserver(name="fs", times=["2021-01-01T03"], variables=["temperature_850"],
+                          errors=1.0),
+        LatentObserver(name="la", times=["2021-01-01T01"], errors=0.1),
+    ]
+    compiled = compile_(observers, latent_shape=(2, 3, 4))
+    np.testing.assert_array_equal(compiled.physical_channels, [0, 1, 2, 3])
+    only_temperature = compile_([observers[0], observers[3]])
+    np.testing.assert_array_equal(only_temperature.physical_channels, [0, 3])
+    assert compile_([observers[4]], latent_shape=(2, 3, 4)).physical_channels.size == 0
+
+    x = torch.randn(3, TIMES.size, C, *GRID.shape, dtype=torch.float64)
+    z = torch.randn(3, TIMES.size, 2, 3, 4, dtype=torch.float64)
+    for order in ([3, 2, 0, 1], [0, 1, 2, 3]):
+        torch.testing.assert_close(compiled.A(x[:, :, order], z=z, channels=order),
+                                   compiled.A(x, z=z), rtol=0, atol=1e-12)
+    sub = x[:, only_temperature.state_indices]
+    for order in ([3, 0], [0, 2, 3]):
+        torch.testing.assert_close(only_temperature.A(sub[:, :, order], channels=order),
+                                   only_temperature.A(x), rtol=0, atol=1e-12)
+    lacks = r"read channels \['temperature_850'\], which x lacks"
+    with pytest.raises(ObservationError, match=lacks):
+        only_temperature.A(x[:, :, [0]], channels=[0])
+    with pytest.raises(ObservationError, match="distinct indices of the 4 model channels"):
+        only_temperature.A(x[:, :, [0, 3]], channels=[0, 4])
+    with pytest.raises(ObservationError, match=r"x must have shape \(B, T, 2, 18, 36\)"):
+        only_temperature.A(x, channels=[0, 3])
+
+
 def test_empty_set_compiles_to_no_observation():
     compiled = compile_([])
     x = torch.randn(2, TIMES.size, C, *GRID.shape)
