@@ -281,14 +281,15 @@ class MapSampler:
         self.j = j.reshape(ny, nx)
         self.valid = ok.reshape(ny, nx)
 
-    def sample(self, values) -> np.ndarray:
+    def sample(self, values, dtype=np.float64) -> np.ndarray:
         """The field on the map's pixels, shape ``(ny, nx)``, NaN off the globe.
 
         Arguments:
             values: Field on the grid, shape ``(H, W)``.
+            dtype: Floating type of the result.
         """
 
-        out = np.asarray(values, dtype=np.float64)[self.i, self.j]
+        out = np.asarray(values, dtype=dtype)[self.i, self.j]
         out[~self.valid] = np.nan
         return out
 

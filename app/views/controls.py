@@ -3,15 +3,32 @@ level, time player) and how the globe is seen."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import panel as pn
 
 from app.state import AppState, GlobeState, TruthState
 from app.views.base import NoticeAlert
 
-__all__ = ["TruthControls", "ResultsControls", "ViewControls", "GlobeControls", "ModelStatusView", "time_player"]
+__all__ = ["TruthControls", "ResultsControls", "ViewControls", "GlobeControls", "ModelStatusView", "TimePlayer",
+           "time_player"]
 
 #: Labels of the results layers, in the order of the buttons.
 LAYER_LABELS = {"Mean": "mean", "Spread": "spread", "Member": "member", "Truth": "truth", "Error": "error"}
+
+
+class TimePlayer(pn.widgets.Player):
+    """A player whose steps are handled on the server's next tick, without Panel's debounce.
+
+    Panel waits 50 ms (``_debounce``) before it handles a value sent by the browser, so that a
+    dragged slider sends one change rather than many; a step of the player is one change, and
+    those 50 ms were a quarter of a frame switch (``bench/app_latency.py``). The change is still
+    handled by a timeout callback of the session (under the document's lock, as the globe's
+    in-place frame update needs), and values that arrive while one is being handled are still
+    merged into one.
+    """
+
+    _debounce: ClassVar[int] = 0
 
 
 def time_player(owner, refresh: list[str]) -> pn.widgets.Player:
@@ -26,8 +43,8 @@ def time_player(owner, refresh: list[str]) -> pn.widgets.Player:
     parameter follow each other.
     """
 
-    player = pn.widgets.Player(name="Time", start=0, end=1, value=0, interval=800, loop_policy="loop",
-                               show_loop_controls=False, sizing_mode="stretch_width", width_policy="max")
+    player = TimePlayer(name="Time", start=0, end=1, value=0, interval=800, loop_policy="loop",
+                        show_loop_controls=False, sizing_mode="stretch_width", width_policy="max")
 
     def sync(*_events) -> None:
         last = int(owner.param.time_index.bounds[1])

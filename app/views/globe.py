@@ -92,22 +92,33 @@ class FrameFeed:
     coastlines, graticule, observers, marker): 100-150 ms of server time per frame on 2 cores, and
     the page's layout computed again (``bench/app_latency.py``). Yet on a globe that is not zoomed
     in, the rendered raster *is* the resampled image: same pixels, same bounds (datashader's regrid
-    onto its own grid changes nothing). So :meth:`show` writes the new image straight into the
-    data source(s) of the rendered image glyph, which the plot hook :meth:`hook` collected, and
-    only updates the stream's values silently, so that a later HoloViews update (a zoom) draws
-    the same frame. When the rendered raster is on another grid (zoomed in: datashader regrids
-    the view), :meth:`show` falls back to HoloViews (a stream event).
+    onto its own grid changes nothing). So :meth:`show` writes the new pixels straight into the
+    data source(s) of the rendered image glyph, which the plot hook :meth:`hook` collected (no
+    HoloViews element is built: one gather per frame), and only updates the stream's values
+    silently, so that a later HoloViews update (a zoom) draws the same frame. When the rendered
+    raster is on another grid (zoomed in: datashader regrids the view), :meth:`show` falls back
+    to HoloViews (a stream event).
 
     Arguments:
         stream: The stream (:data:`TruthFrame` or :data:`ResultsFrame`) keying the field's DynamicMap.
-        image: Returns the current frame's ``hv.Image`` over the whole map (the DynamicMap's callback).
+        pixels: Returns the current frame on the map's pixels (:func:`app.plots.field_pixels`).
+        bounds: ``(x0, y0, x1, y1)``: the map coordinates the pixels cover.
+        label, units: Name and units of the field (colour bar title).
     """
 
-    def __init__(self, stream: hv.streams.Stream, image: Callable[..., hv.Image]):
+    def __init__(self, stream: hv.streams.Stream, pixels: Callable[[], np.ndarray],
+                 bounds: tuple[float, float, float, float], *, label: str, units: str):
         self.stream = stream
-        self.image = image
+        self.pixels = pixels
+        self.bounds = tuple(bounds)
+        self.label, self.units = label, units
         self._sources: weakref.WeakSet = weakref.WeakSet()
         self.patched = 0  # frames written in place (the rest went through HoloViews)
+
+    def image(self, **_key) -> hv.Image:
+        """The current frame's ``hv.Image`` over the whole map (the DynamicMap's callback)."""
+
+        return plots.field_image(self.pixels(), self.bounds, label=self.label, units=self.units)
 
     def hook(self, plot, element) -> None:
         """HoloViews plot hook of the rasterized field: remember the image glyph's data source."""
@@ -123,11 +134,12 @@ class FrameFeed:
             return
         sources = [s for s in self._sources if s.document is not None]
         self.stream.update(**key)  # the callback reads the state; the stream keys its cache
-        image = self.image() if sources else None
-        values = image.dimension_values(2, flat=False) if image is not None else None
-        if values is None or not all(_same_grid(s, image.bounds.lbrt(), values.shape) for s in sources):
+        values = self.pixels() if sources else None
+        if values is None or not all(_same_grid(s, self.bounds, values.shape) for s in sources):
             self.stream.event(**key)
             return
+        # Bokeh's image rows run south to north (the pixels' row 0 is at the top).
+        values = np.ascontiguousarray(values[::-1])
         change_models(sources, lambda source: source.data.update(image=[values]))
         self.patched += 1
 
@@ -266,19 +278,15 @@ class GlobeView(pn.viewable.Viewer):
 
     # -- layers ---------------------------------------------------------------------------------
 
-    def _field_layer(self, sampler):
-        def field(time_index=None):
-            t = self.state.truth
-            meta = t.meta
-            return _float32(plots.field_image(t.field().values, sampler, label=meta.long_name, units=meta.units))
-        return field
+    def _truth_pixels(self, sampler):
+        return lambda: plots.field_pixels(self.state.truth.field().values, sampler)
 
-    def _results_layer(self, sampler, *, label: str, units: str, shape: tuple[int, int]):
-        def field(time_index=None, member=None):
+    def _results_pixels(self, sampler, *, shape: tuple[int, int]):
+        def pixels():
             da = self.state.results.field()
             values = np.full(shape, np.nan) if da is None else da.values  # None: cleared meanwhile
-            return _float32(plots.field_image(values, sampler, label=label, units=units))
-        return field
+            return plots.field_pixels(values, sampler)
+        return pixels
 
     def _footprint_layer(self, sampler):
         return lambda revision=None: plots.footprint_image(self._footprints(), sampler, list(PALETTE))
@@ -376,7 +384,8 @@ class GlobeView(pn.viewable.Viewer):
             return None
         style = plots.field_style(t.variable)
         meta = t.meta
-        feed = self._feed = FrameFeed(TruthFrame(time_index=t.time_index), self._field_layer(sampler))
+        feed = self._feed = FrameFeed(TruthFrame(time_index=t.time_index), self._truth_pixels(sampler),
+                                      sampler.bounds, label=meta.long_name, units=meta.units)
         return _rasterize(feed, sampler).opts(
             cmap=style.cmap, clim=t.value_range(symmetric=style.symmetric), colorbar=True,
             clabel=f"{meta.long_name} ({plots.units_label(meta.units)})" if meta.units else meta.long_name,
@@ -403,7 +412,8 @@ class GlobeView(pn.viewable.Viewer):
             if style.symmetric:  # winds: centred on 0, as on the truth view
                 lo, hi = -max(abs(lo), abs(hi)), max(abs(lo), abs(hi))
         feed = self._feed = FrameFeed(ResultsFrame(time_index=r.time_index, member=r.member),
-                                      self._results_layer(sampler, label=label, units=meta.units, shape=first.shape))
+                                      self._results_pixels(sampler, shape=first.shape), sampler.bounds,
+                                      label=label, units=meta.units)
         return _rasterize(feed, sampler).opts(
             cmap=cmap, clim=(lo, hi), colorbar=True, clabel=f"{label} ({units})" if units else label,
             colorbar_opts={"width": 12}, hooks=[feed.hook])
@@ -479,9 +489,3 @@ def _rasterize(feed: FrameFeed, sampler: geo.MapSampler):
     field = hv.DynamicMap(feed.image, streams=[feed.stream])
     height, width = sampler.shape
     return rasterize(field, width=width, height=height, pixel_ratio=1, streams=[hv.streams.RangeXY])
-
-
-def _float32(image):
-    """The image with float32 values: half the bytes sent to the browser for every frame."""
-
-    return image.clone(image.data.astype(np.float32))
