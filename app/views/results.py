@@ -347,8 +347,23 @@ class ResultsView(pn.viewable.Viewer):
         table = plots.select_channel(r.innovations(), *key)
         variable = key[0]
         units = adapter.variable_meta(variable).units
-        limit = plots.symmetric_limit(table["o_minus_b"], table["o_minus_a"])
         who = f"observer '{r.observer}'" if r.observer else "all observers"
+        about = (f"Residuals of {len(table):,} observations of {who}: observed value minus the ensemble mean "
+                 "of the observed quantity, before (O−B: the prior ensemble, unguided) and after (O−A) "
+                 "assimilation.")
+        has_background = np.isfinite(table["o_minus_b"].to_numpy(np.float64)).any()
+        if pending and not has_background:
+            # The guided ensemble was just published and its O−B follows in seconds: the plots
+            # are drawn once, then. Drawn now as well, they cost the server about two seconds
+            # (2 cores) just when the globe and the scores are being sent, and stepping through
+            # time had to wait for them.
+            self._diag_hint.object = about + " The maps and histograms appear when O−B is computed " \
+                "(the background pass of the run)…"
+            self._show(self._maps, [])
+            self._histogram.param.update(object=None, visible=False)
+            self._stats.object = ""
+            return
+        limit = plots.symmetric_limit(table["o_minus_b"], table["o_minus_a"])
         maps = [plots.innovation_map(table, column, limit=limit, units=units,
                                      title=f"{name} · {self._channel.value}")
                 for column, name in plots.RESIDUALS.items()]
@@ -360,12 +375,8 @@ class ResultsView(pn.viewable.Viewer):
                          for name, row in summary.iterrows())
         header = f"| {self._channel.value} | n | mean ({unit}) | std ({unit}) |\n|---|---:|---:|---:|\n"
         self._stats.object = header + rows
-        has_background = np.isfinite(table["o_minus_b"].to_numpy(np.float64)).any()
-        self._diag_hint.object = (
-            f"Residuals of {len(table):,} observations of {who}: observed value minus the ensemble mean of the "
-            "observed quantity, before (O−B: the prior ensemble, unguided) and after (O−A) assimilation."
-            + ("" if has_background else " O−B is being computed (the background pass of the run)…" if pending
-               else " This run has no background ensemble, so O−B is not available."))
+        self._diag_hint.object = about + (
+            "" if has_background else " This run has no background ensemble, so O−B is not available.")
 
     # -- exports ------------------------------------------------------------------------------
 

@@ -218,6 +218,31 @@ def test_time_marker_spans_follow_the_time_without_rerendering(session):
     results.point = None
 
 
+def test_residual_plots_wait_for_the_background_pass(session, monkeypatch):
+    """While the run still computes O−B, the published guided ensemble gets a hint, not plots;
+    they are drawn once O−B is attached."""
+
+    import dataclasses
+
+    from app.state.run import RunState
+
+    state, view = session
+    results = state.results
+    final = results.output
+    guided = dataclasses.replace(final, dataset=final.dataset.drop_vars("obs_background"))
+    results.observer = ""
+    with monkeypatch.context() as m:
+        m.setattr(RunState, "busy", property(lambda self: True))  # the background pass is on
+        results.set_output(guided)
+        view._on_field()  # what the session's next tick runs
+        assert not view._maps.visible and not view._histogram.visible and view._stats.object == ""
+        assert "appear when O−B is computed" in view._diag_hint.object
+    assert results.add_background(final, partial=guided)  # the run is done: O−B attached
+    view._draw_diagnostics()  # (the run's status change also redraws)
+    assert view._maps.visible and len(view._maps.objects) == 2 and view._histogram.visible
+    assert "| O−B |" in view._stats.object and "appear when" not in view._diag_hint.object
+
+
 def test_diagnostics_per_observer_and_field(session):
     import holoviews as hv
 
