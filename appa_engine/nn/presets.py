@@ -134,10 +134,10 @@ def _default() -> Preset:
             "(4 level variables x 6 levels + 5 surface), 6-hourly, K = 8 (two days). "
             "8x downsampling (2x2 patches, then two 2x merges) to 8x16x16 latents; no decoder "
             "layer runs at full resolution. Prior: patch (2, 1, 2), i.e. Appa's (2, 1, 1) with "
-            "pairs of latent columns merged, 256 tokens per blanket, full attention: a guided "
-            "step costs 0.4 s instead of 0.6 s on 2 CPU cores (the transformer's forward and "
-            "backward 2.4x cheaper), which brings the app's first result to about its 20 s target. "
-            "Sized for guided sampling on a 2-core CPU."
+            "pairs of latent columns merged, 256 tokens per blanket, full attention: the "
+            "transformer's forward and backward are 2.4x cheaper than with (2, 1, 1) on 2 CPU "
+            "cores, which keeps the app's first result under its 20 s target (README, "
+            "Benchmarks). Sized for guided sampling on a 2-core CPU."
         ),
     )
 
