@@ -15,8 +15,8 @@ The observation operator of a latent trajectory decodes only the states that car
 observations (:attr:`CompiledObservations.state_indices`) and only the channels they read
 (:attr:`CompiledObservations.physical_channels`): decoding dominates the cost of a guided step
 (about 90 % in Appa), most states of a long window are often unobserved, and the decoder's last
-convolution, its largest on the default model, is per channel. When the
-observations read a small part of the globe it also decodes only the latent window around them
+convolution, its largest on the default model, is per channel. When the observations read a
+small part of the globe it also decodes only the latent window around them
 (:mod:`appa_engine.nn.region`). ``region="auto"`` does so when that is exact (a decoder with
 per-pixel normalisation, the full receptive-field halo) and the window, halo included, covers at
 most ``max_fraction`` of the latent grid; otherwise it decodes the globe, exactly as before.
