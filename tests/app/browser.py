@@ -79,6 +79,26 @@ def serve_sessions(make_app: Callable) -> Iterator[tuple[str, list]]:
         yield f"http://127.0.0.1:{port}/appa", apps
     finally:
         server.stop()
+        _forget_stopped_sessions()
+
+
+def _forget_stopped_sessions() -> None:
+    """Drop served sessions' documents from Bokeh's stack of current documents, once the server
+    has stopped.
+
+    Bokeh runs a session's coroutine callbacks under ``patch_curdoc(doc)``, a process-wide stack;
+    one still suspended when the server's loop stops never pops its document, and
+    ``pn.state.curdoc`` then returns that dead session in every thread: a later test's views
+    schedule their drawing on it and never draw (a flaky failure of ``test_results_views.py``,
+    seen after the browser tests, once the time player's changes were handled without Panel's
+    debounce). A served app stops only with its process, so this is test hygiene. The tests serve
+    one app at a time, so every session document left on the stack here is a stopped one.
+    """
+
+    import bokeh.io.doc as bokeh_doc
+
+    stack = bokeh_doc._PATCHED_CURDOCS
+    stack[:] = [ref for ref in stack if (doc := ref()) is not None and doc.session_context is None]
 
 
 def wait(page, predicate, timeout: float = 30.0, step_ms: int = 100) -> bool:
