@@ -339,10 +339,7 @@ class ResultsView(pn.viewable.Viewer):
         if self._unchanged("diagnostics", (r.revision, r.innovations_revision, r.observer, key, pending)):
             return
         if not r.available or key is None:
-            self._diag_hint.object = "" if not r.available else "This run has no observations."
-            self._show(self._maps, [])
-            self._histogram.param.update(object=None, visible=False)
-            self._stats.object = ""
+            self._clear_diagnostics("" if not r.available else "This run has no observations.")
             return
         table = plots.select_channel(r.innovations(), *key)
         variable = key[0]
@@ -357,11 +354,8 @@ class ResultsView(pn.viewable.Viewer):
             # are drawn once, then. Drawn now as well, they cost the server 0.7 s (1.7 s while
             # the background pass ran, 2 cores) just when the globe and the scores are being
             # sent, and stepping through time had to wait for them.
-            self._diag_hint.object = about + " The maps and histograms appear when O−B is computed " \
-                "(the background pass of the run)…"
-            self._show(self._maps, [])
-            self._histogram.param.update(object=None, visible=False)
-            self._stats.object = ""
+            self._clear_diagnostics(about + " The maps and histograms appear when O−B is computed "
+                                    "(the background pass of the run)…")
             return
         limit = plots.symmetric_limit(table["o_minus_b"], table["o_minus_a"])
         maps = [plots.innovation_map(table, column, limit=limit, units=units,
@@ -377,6 +371,14 @@ class ResultsView(pn.viewable.Viewer):
         self._stats.object = header + rows
         self._diag_hint.object = about + (
             "" if has_background else " This run has no background ensemble, so O−B is not available.")
+
+    def _clear_diagnostics(self, hint: str) -> None:
+        """No residual plots nor statistics, only ``hint``."""
+
+        self._diag_hint.object = hint
+        self._show(self._maps, [])
+        self._histogram.param.update(object=None, visible=False)
+        self._stats.object = ""
 
     # -- exports ------------------------------------------------------------------------------
 

@@ -307,7 +307,7 @@ class Decoder(nn.Module):
                 x = self.transitions[i](x)
         p = self.config.patch
         outputs = None
-        if channels is not None:  # the head's outputs of physical channel c: c p² to c p² + p² - 1
+        if channels is not None:  # the head's outputs of channel c: c p² to c p² + p² - 1
             sub = torch.arange(p**2, device=channels.device)
             outputs = (channels[:, None] * p**2 + sub).reshape(-1)
         x = self.head(F.silu(self.head_norm(x)), outputs)

@@ -73,8 +73,8 @@ MMPS on the rest of the globe (a guided call at 0.56x the globe's for a window o
 
 Where it pays. The halo is large: 5 latent cells for the shipped default package (a window of
 at least 11x11 of its 8x16 latent grid), 18 for the ``paper`` preset (23x45 latents: every window
-is most of the globe). Exact windows pay for decoders with per-pixel normalisation and latent grids several
-halos wide; observations within a halo of a pole need all longitudes.
+is most of the globe). Exact windows pay for decoders with per-pixel normalisation and latent
+grids several halos wide; observations within a halo of a pole need all longitudes.
 
 References:
     | Appa: Bending Weather Dynamics with Latent Diffusion Models for Global Data
