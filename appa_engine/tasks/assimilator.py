@@ -613,7 +613,11 @@ class Assimilator:
                     cancel) -> xr.DataArray | None:
         """The one code path of the background: unguided prior ensemble (fresh generator seeded with
         ``seed``, hence the members' streams of the guided pass), its first ``n_obs_states`` states
-        decoded and observed, ``(member, obs)``; None on the ranks other than 0."""
+        observed, ``(member, obs)``; None on the ranks other than 0.
+
+        The background's states are not kept, so they are observed through the guided pass's
+        operator, which decodes only the observed states and the channels the observers read
+        (its values are those of the full decode, whatever its region mode)."""
 
         if members < 1:
             raise ConfigError(f"members must be at least 1, got {members}")
@@ -621,9 +625,9 @@ class Assimilator:
                                     progress=progress, cancel=cancel)
         if z_b is None:  # not rank 0
             return None
-        z_b = z_b[:, :n_obs_states]  # (M, L_obs, Z, h, w)
-        x_b = self.decode(z_b)  # (M, L_obs, C, H, W) physical
-        return xr.DataArray(self._equivalents(compiled, x_b, z_b), dims=("member", "obs"),
+        with torch.no_grad():
+            hx = self.operator(compiled)(z_b[:, :n_obs_states])  # (M, N) standardised
+        return xr.DataArray(compiled.to_physical(hx.double().cpu().numpy()), dims=("member", "obs"),
                             coords={"member": np.arange(members), **_obs_coords(compiled.table)},
                             name="obs_background", attrs=dict(_BACKGROUND_ATTRS))
 

@@ -1,7 +1,7 @@
 """The background (O−B) pass on its own: :meth:`Assimilator.background` gives exactly the arrays of
 ``run(scenario, background=True)``, whose guided arrays it leaves untouched, and both equal the
-background rebuilt by hand from the public pieces (unguided prior with a fresh generator, decoder,
-compiled operator)."""
+background rebuilt by hand from the public pieces (unguided prior with a fresh generator, full
+decoder, compiled operator)."""
 
 from __future__ import annotations
 
@@ -84,7 +84,10 @@ def test_the_background_is_the_unguided_prior_observed(assim, truth):
         return compiled.to_physical(hx.double().numpy())
 
     got = assim.background(scenario)
-    np.testing.assert_array_equal(got.values, by_hand())
+    # By hand, every channel of every state is decoded; the background pass decodes only the
+    # observed states and channels (float32 rounding apart, the same numbers).
+    assert assim.operator(compiled).channels is not None  # the cut is exercised
+    np.testing.assert_allclose(got.values, by_hand(), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(got["obs_lon"].values, compiled.table["lon"].to_numpy(np.float64))
     assert list(got["member"].values) == [0, 1]
     other_seed = assim.background(_scenario(assim, truth, task="reanalysis", hours=30, latent=True, seed=4))
