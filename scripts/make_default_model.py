@@ -4,7 +4,8 @@ One command (``make default-model``) runs the whole chain with the ``appa`` CLI,
 step that was interrupted:
 
 1. ``appa data synth``: the synthetic Held–Suarez planet (``default``: T42, 64 × 128, 6-hourly,
-   one run of 360 days after 150 days of spin-up, 1440 states; ``--synth-preset small``: T21);
+   two runs of 360 days, the first after 150 days of spin-up, the second 20 days after the first,
+   2,880 states; ``--synth-preset small``: T21);
 2. ``appa data stats``: per-channel statistics;
 3. ``appa train autoencoder`` and ``appa encode``;
 4. ``appa train diffusion`` (writes a model package);
@@ -12,8 +13,9 @@ step that was interrupted:
    and a model card (``scripts/model_card.py``).
 
 Run on a GPU when there is one (``--device cuda``); the CPU path works too: on two cores, about
-50 minutes for the planet, 6 for the autoencoder and 20 for the prior with the default step counts
-(the shipped model's recipe).
+80 minutes for the planet (a second run can be added to an existing one: ``--runs`` grows it),
+9 for the autoencoder and 30 for the prior with the default step counts (the shipped model's
+recipe).
 """
 
 from __future__ import annotations
@@ -43,15 +45,18 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "default", help="working directory")
     p.add_argument("--out", type=Path, default=ROOT / "assets" / "default-model", help="package to write")
     p.add_argument("--synth-preset", default="default", help="synthetic planet preset (default: T42)")
-    p.add_argument("--runs", type=int, default=1, help="independent runs of the planet")
+    p.add_argument("--runs", type=int, default=2, help="independent runs of the planet")
     p.add_argument("--days", type=int, default=360, help="written days per run")
     p.add_argument("--spinup-days", type=int, default=150, help="days simulated before the first written state")
-    p.add_argument("--ae-steps", type=int, default=2000, help="autoencoder training steps")
-    p.add_argument("--prior-steps", type=int, default=7000, help="prior training steps")
+    p.add_argument("--ae-steps", type=int, default=3000, help="autoencoder training steps")
+    p.add_argument("--prior-steps", type=int, default=10000, help="prior training steps")
     p.add_argument("--batch-size", type=int, default=8, help="global batch size")
     p.add_argument("--truth-days", type=int, default=6, help="held-out days shipped with the model")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--set-ae", action="append", default=[], help="extra --set for the autoencoder")
+    # The T42 planet (2.7 GB as float32) is read into memory: above the 2 GiB default, training
+    # would stream it from zarr, several times slower than a step of this autoencoder on a CPU.
+    p.add_argument("--set-ae", action="append", default=["loop.in_memory_gib=4"],
+                   help="extra --set for the autoencoder")
     p.add_argument("--set-prior", action="append", default=[], help="extra --set for the prior")
     args = p.parse_args()
 
