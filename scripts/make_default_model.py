@@ -13,9 +13,9 @@ step that was interrupted:
    and a model card (``scripts/model_card.py``).
 
 Run on a GPU when there is one (``--device cuda``); the CPU path works too: on two cores, about
-80 minutes for the planet (a second run can be added to an existing one: ``--runs`` grows it),
-9 for the autoencoder and 30 for the prior with the default step counts (the shipped model's
-recipe).
+90 minutes for the planet (50 for the first run, 42 for the second; ``--runs`` grows an existing
+planet), 11 for the autoencoder and 40 for the prior with the default step counts (the shipped
+model's recipe).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def main() -> None:
     p.add_argument("--truth-days", type=int, default=6, help="held-out days shipped with the model")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     # The T42 planet (2.7 GB as float32) is read into memory: above the 2 GiB default, training
-    # would stream it from zarr, several times slower than a step of this autoencoder on a CPU.
+    # would stream it from zarr, and reading a state costs more than a step of this autoencoder.
     p.add_argument("--set-ae", action="append", default=["loop.in_memory_gib=4"],
                    help="extra --set for the autoencoder")
     p.add_argument("--set-prior", action="append", default=[], help="extra --set for the prior")
