@@ -588,8 +588,9 @@ class Assimilator:
         prior_only = len(compiled) == 0
         if prior_only:
             log.info("no observations: sampling the prior")
-        A = self.operator(compiled) if not prior_only else None
-        decoding = A.decoding if A is not None else "none (prior only)"
+        operator = self.operator(compiled) if not prior_only else None
+        decoding = operator.decoding if operator is not None else "none (prior only)"
+        A = operator
         if A is not None and len(obs_times) < len(times):  # forecast: free states after the window
             A = _first_states(A, len(obs_times))
         passes = 2 if background and not prior_only else 1
@@ -599,7 +600,7 @@ class Assimilator:
         obs_background = None
         if passes == 2:  # the prior ensemble (same seed) whose observation equivalents give O - B
             obs_background = self._background(compiled, times, n_obs_states=len(obs_times), members=members,
-                                              mode=mode, sampler=sampler, seed=seed,
+                                              mode=mode, sampler=sampler, seed=seed, operator=operator,
                                               progress=_scaled(progress, 1, passes), cancel=cancel)
         if z is None:  # not rank 0
             return None
@@ -610,14 +611,15 @@ class Assimilator:
 
     def _background(self, compiled: CompiledObservations, times: np.ndarray, *, n_obs_states: int, members: int,
                     mode: str, sampler: SamplerSettings, seed: int, progress: Progress | None,
-                    cancel) -> xr.DataArray | None:
+                    cancel, operator: LatentObservationOperator | None = None) -> xr.DataArray | None:
         """The one code path of the background: unguided prior ensemble (fresh generator seeded with
         ``seed``, hence the members' streams of the guided pass), its first ``n_obs_states`` states
         observed, ``(member, obs)``; None on the ranks other than 0.
 
         The background's states are not kept, so they are observed through the guided pass's
-        operator, which decodes only the observed states and the channels the observers read
-        (its values are those of the full decode, whatever its region mode)."""
+        operator (``operator``, built here when not given), which decodes only the observed states
+        and the channels the observers read (its values are those of the full decode, whatever its
+        region mode)."""
 
         if members < 1:
             raise ConfigError(f"members must be at least 1, got {members}")
@@ -626,7 +628,8 @@ class Assimilator:
         if z_b is None:  # not rank 0
             return None
         with torch.no_grad():
-            hx = self.operator(compiled)(z_b[:, :n_obs_states])  # (M, N) standardised
+            operator = operator if operator is not None else self.operator(compiled)
+            hx = operator(z_b[:, :n_obs_states])  # (M, N) standardised
         return xr.DataArray(compiled.to_physical(hx.double().cpu().numpy()), dims=("member", "obs"),
                             coords={"member": np.arange(members), **_obs_coords(compiled.table)},
                             name="obs_background", attrs=dict(_BACKGROUND_ATTRS))
