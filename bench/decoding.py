@@ -236,7 +236,7 @@ def run_model(model, note: str, args, device, *, halos: list[int]) -> tuple[list
         for name, A in distinct.items():
             guided = MMPSDenoiser(plain, y, A, cov_y, iterations=args.iterations)
 
-            def call(guided=guided):
+            def call(guided=guided, z_t=z_t, sigma=sigma):
                 with torch.no_grad():
                     return guided(z_t, sigma)
 

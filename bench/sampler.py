@@ -418,7 +418,7 @@ def section_decoding(model, args, device) -> str:
         for halo in args.halos:
             a, b = max(r0 - halo, 0), min(r1 + halo, h)
             crop = zz[..., a:b, :]
-            t_band = measure(lambda: ae.decoder(crop), **r)
+            t_band = measure(lambda crop=crop: ae.decoder(crop), **r)
             x_band = ae.decoder(crop)[..., f * (r0 - a) : f * (r0 - a + width), :]
             err = (x_band - target).abs().max().item() / scale
             rows.append((f"decode the {n_obs} observed, latent rows {a}:{b} of {h} (halo {halo})",

@@ -216,9 +216,6 @@ def time_steps(preset, which: str, B: int, args, device) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     t = measure(steps, device=device, repeats=args.repeats, warmup=0)
     peak = torch.cuda.max_memory_allocated(device) if cuda else None
-    del net, opt, loss_fn
-    if cuda:
-        torch.cuda.empty_cache()
     return {"step": t.median / args.steps, "spread": t.spread, "peak": peak}
 
 
@@ -254,6 +251,8 @@ def run(args, device) -> list[str]:
                                     f"{budget / 2**30:.1f} GiB allowed")
                     continue
                 r = time_steps(preset, which, B, args, device)
+                if cuda:  # the model and optimizer of that size are gone: hand their memory back
+                    torch.cuda.empty_cache()
                 sps = B / r["step"]
                 first = first or sps
                 row = [name, which, params / 1e6, B, 1e3 * r["step"], sps, sps / first]

@@ -118,7 +118,7 @@ def test_tokens_per_blanket_by_hand_and_against_the_transformer():
         seen = []
         with torch.device("meta"):
             net = SpaceTimeTransformer(preset.prior)
-            net.embed.register_forward_hook(lambda m, i, o: seen.append(o.shape[1] * o.shape[2]))
+            net.embed.register_forward_hook(lambda m, i, o, seen=seen: seen.append(o.shape[1] * o.shape[2]))
             net(torch.zeros(1, preset.blanket, *preset.latent_shape), torch.zeros(1))
         assert train.tokens_per_blanket(preset) == seen[0], name
 

@@ -89,7 +89,7 @@ def test_summary_sentences_match_numbers(page):
     summary = page[page.index("## Summary"):page.index("## Settings")]
     pairs = [("prior", "50 stations"), ("50 stations", "200 stations"), ("200 stations", "1000 stations"),
              ("200 stations", "200 stations + satellite")]
-    for score, title in (("rmse", "RMSE of the ensemble mean"), ("crps", "CRPS (fair estimator)")):
+    for title in ("RMSE of the ensemble mean", "CRPS (fair estimator)"):
         table = _numbers(page, f"### {title}")
         line = next(x for x in summary.splitlines() if x.startswith(f"- **{title.split(' (')[0]}**"))
         failing = [col for col in COLUMNS if any(not table[b][col] < table[a][col] for a, b in pairs)]

@@ -226,7 +226,7 @@ class ChannelSpec:
             wrong = [v for v in variables if kind(v) is None]
             if wrong:
                 raise DataError(
-                    f"variables without dims (time, [level,] latitude, longitude): "
+                    "variables without dims (time, [level,] latitude, longitude): "
                     + ", ".join(f"{v} {ds[v].dims}" for v in wrong)
                 )
             names = list(dict.fromkeys(variables))

@@ -93,7 +93,7 @@ def needed_cells(compiled) -> np.ndarray:
     footprint = compiled.footprint()
     H, W = compiled.grid.shape
     mask = np.zeros((H, W), dtype=bool)
-    for name, da in footprint.data_vars.items():
+    for da in footprint.data_vars.values():
         if not da.attrs.get("on_latent", 0):
             mask |= np.asarray(da.values, dtype=bool).any(axis=0)
     return mask

@@ -129,7 +129,8 @@ def _visit(url: str, app_of, *, run: bool = False) -> tuple[list[str], list[str]
         for index, tab, text in ((1, "Results", RESULTS_TEXT[run]), (2, "About", "How it works."),
                                  (0, "Observations", "+ Satellite")):
             page.locator(".bk-tab").filter(has_text=tab).first.click()
-            assert wait(page, lambda: app.tabs.active == index, 10.0), f"the click on {tab} did not reach the server"
+            reached = wait(page, lambda index=index: app.tabs.active == index, 10.0)
+            assert reached, f"the click on {tab} did not reach the server"
             page.get_by_text(text, exact=True).first.wait_for(state="visible", timeout=10_000)
             page.wait_for_timeout(300)  # stylesheets of the views just shown
         page.wait_for_timeout(500)

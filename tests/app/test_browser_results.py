@@ -101,7 +101,6 @@ def test_tap_on_the_globe_shows_the_meteogram(ran):
     times = results.times.astype("datetime64[ms]").astype(np.float64)
     # The score panels are drawn after the globe is sent: wait for them (a loaded machine is slow).
     assert wait(page, lambda: len(_time_frames(page, times)) == 3), len(_time_frames(page, times))
-    before = _time_frames(page, times)
     frame = _globe(page)
     page.wait_for_timeout(500)
     page.mouse.click(frame["left"] + 0.5 * frame["width"], frame["top"] + 0.5 * frame["height"])

@@ -214,7 +214,9 @@ def test_tiny_planet_is_physically_sane(tiny):
     assert north > 10 and south > 10
     assert equator < 0.5 * min(north, south)
 
-    mean = lambda name: ds[name].weighted(w).mean(("time", "latitude", "longitude"))
+    def mean(name):
+        return ds[name].weighted(w).mean(("time", "latitude", "longitude"))
+
     T = mean("temperature").sel(level=[850, 500, 250]).values
     assert T[0] > T[1] > T[2]
     z = mean("geopotential").values  # levels ascending in pressure: geopotential decreasing

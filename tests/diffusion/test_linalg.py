@@ -239,7 +239,7 @@ def test_mapped_cg_skips_the_last_product_when_given_the_curvature(generator):
     for iterations in (1, 3):
         evaluated = []
 
-        def A(d):
+        def A(d, evaluated=evaluated):
             def Ad():
                 evaluated.append(1)
                 return matvec(S)(d)

@@ -49,6 +49,7 @@ def test_causal_owner_is_earliest_blanket():
     assert layout.owner[:, 0].tolist() == [0] * 8 + [1] * 4 + [2] * 4
     for l, (b, k) in enumerate(layout.owner):
         assert b == min(i for i, s in enumerate(layout.starts) if s <= l < s + 8)
+        assert layout.starts[b] + k == l
 
 
 def test_fold_is_differentiable_and_takes_owner_values():
