@@ -139,7 +139,8 @@ def open_truth(path: str | os.PathLike | xr.Dataset) -> xr.Dataset:
     ds = open_dataset(path)
     if "time" not in ds.dims or ds.sizes["time"] == 0:
         raise DataError(
-            f"the truth {path!r} has no time dimension" if not isinstance(path, xr.Dataset) else "the truth has no time",
+            (f"the truth {path!r} has no time dimension" if not isinstance(path, xr.Dataset)
+             else "the truth has no time"),
             hint="give a dataset of states with a time axis",
         )
     if not any("time" in ds[v].dims for v in ds.data_vars):
@@ -279,7 +280,8 @@ def mock_truth(path: str | os.PathLike, *, times: int = 8, nlat: int = 32, nlon:
 
     from appa_engine.data.schema import DEFAULT_VARIABLES, mock_canonical, write_wb2_zarr
 
-    names = tuple(variables) if variables is not None else tuple(v for v in DEFAULT_VARIABLES if v != "total_precipitation")
+    names = (tuple(variables) if variables is not None
+             else tuple(v for v in DEFAULT_VARIABLES if v != "total_precipitation"))
     ds = mock_canonical(times, variables=names, levels=levels, nlat=nlat, nlon=nlon, seed=seed)
     return write_wb2_zarr(ds, path)
 
@@ -611,7 +613,8 @@ def output_levels(ds: xr.Dataset, variable: str) -> list[int]:
 
 
 def _check_grid(ds: xr.Dataset, truth: xr.Dataset) -> bool:
-    return (truth.sizes.get("latitude") == ds.sizes["latitude"] and truth.sizes.get("longitude") == ds.sizes["longitude"]
+    return (truth.sizes.get("latitude") == ds.sizes["latitude"]
+            and truth.sizes.get("longitude") == ds.sizes["longitude"]
             and np.allclose(truth["latitude"].values, ds["latitude"].values, atol=1e-6)
             and np.allclose(truth["longitude"].values, ds["longitude"].values, atol=1e-6))
 
@@ -649,7 +652,8 @@ def align_truth(ds: xr.Dataset, truth: xr.Dataset | None) -> xr.Dataset | None:
 
 def _field(ds: xr.Dataset, variable: str, level: int | None) -> xr.DataArray:
     if variable not in ds.data_vars:
-        raise DataError(f"the output has no variable {variable!r}", hint=f"choose one of {', '.join(output_variables(ds))}")
+        raise DataError(f"the output has no variable {variable!r}",
+                        hint=f"choose one of {', '.join(output_variables(ds))}")
     da = ds[variable]
     if "level" in da.dims:
         if level is None or int(level) not in [int(p) for p in da["level"].values]:
@@ -753,7 +757,8 @@ def layer_range(ds: xr.Dataset, truth: xr.Dataset | None, *, layer: str, variabl
         hi = float(_percentiles(np.abs(mean.values - y.values.astype(np.float64)).ravel(), 99))
         hi = hi if np.isfinite(hi) and hi > 0 else 1.0
         return (-hi, hi)
-    values = mean.values.ravel() if y is None else np.concatenate([mean.values.ravel(), y.values.astype(np.float64).ravel()])
+    values = (mean.values.ravel() if y is None
+              else np.concatenate([mean.values.ravel(), y.values.astype(np.float64).ravel()]))
     lo, hi = (float(v) for v in _percentiles(values, [1, 99]))
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return (0.0, 1.0)
@@ -868,7 +873,8 @@ def metric_curves(ds: xr.Dataset, truth: xr.Dataset | None, *, variable: str, le
     return frame
 
 
-_INNOVATION_COLUMNS = ["observer", "variable", "level", "lon", "lat", "time", "value", "error", "o_minus_b", "o_minus_a"]
+_INNOVATION_COLUMNS = ["observer", "variable", "level", "lon", "lat", "time", "value", "error",
+                       "o_minus_b", "o_minus_a"]
 
 
 def innovations(ds: xr.Dataset | None) -> pd.DataFrame:

@@ -158,7 +158,8 @@ def observer_lines(footprints, projection):
     if not paths:  # an empty Path with value dims cannot be drawn: use an invisible one
         paths = [{"x": np.full(2, np.nan), "y": np.full(2, np.nan), "observer": "", "color": "#000000"}]
     return hv.Path(paths, kdims=["x", "y"], vdims=["observer", "color"]).opts(
-        color=hv.dim("color"), line_width=1.5, alpha=TRACK_ALPHA, tools=["hover"], hover_tooltips=[("observer", "@observer")]
+        color=hv.dim("color"), line_width=1.5, alpha=TRACK_ALPHA, tools=["hover"],
+        hover_tooltips=[("observer", "@observer")]
     )
 
 

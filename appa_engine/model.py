@@ -101,8 +101,10 @@ class AppaModel(nn.Module):
         z_std = torch.tensor(self.latent_stats.std, dtype=torch.float32)[:, None, None]
         self.register_buffer("z_mean", z_mean, persistent=False)
         self.register_buffer("z_std", z_std, persistent=False)
-        self.register_buffer("x_mean", torch.tensor(self.stats.mean, dtype=torch.float32)[:, None, None], persistent=False)
-        self.register_buffer("x_std", torch.tensor(self.stats.std, dtype=torch.float32)[:, None, None], persistent=False)
+        self.register_buffer("x_mean", torch.tensor(self.stats.mean, dtype=torch.float32)[:, None, None],
+                             persistent=False)
+        self.register_buffer("x_std", torch.tensor(self.stats.std, dtype=torch.float32)[:, None, None],
+                             persistent=False)
 
     # ------------------------------------------------------------------ properties
     @property

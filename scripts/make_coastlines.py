@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     source = "Natural Earth 1:110m land boundaries (public domain), via world-atlas 2"
     np.savez_compressed(buffer, lon=lon, lat=lat, source=np.array(source))
     atomic_write_bytes(args.output, buffer.getvalue())
-    print(f"{len(segments)} segments, {np.isfinite(lon).sum()} points -> {args.output} ({args.output.stat().st_size} bytes)")
+    print(f"{len(segments)} segments, {np.isfinite(lon).sum()} points -> {args.output} "
+          f"({args.output.stat().st_size} bytes)")
     return 0
 
 

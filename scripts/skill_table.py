@@ -462,7 +462,8 @@ def monotonic_summary(result: SkillResult, score: str) -> str:
                 f"{_g(result.scores[b.name][column][score])}" for a, b in bad) + ")")
     n, k = len(result.columns), len(result.columns) - len(failures)
     what = f"{SCORES[score].split(' (')[0]}"
-    head = f"- **{what}** falls monotonically as observations are added ({chain}" + (f"; {extra}" if extra else "") + ")"
+    head = (f"- **{what}** falls monotonically as observations are added ({chain}"
+            + (f"; {extra}" if extra else "") + ")")
     if not failures:
         return f"{head}: yes, in {k} of {n} columns."
     return f"{head}: in {k} of {n} columns; not in " + "; ".join(failures) + "."
@@ -540,7 +541,8 @@ def render(result: SkillResult, *, command: str) -> str:
         f"apart, {s['n_channels']} channels).")
     add(f"- **Truth:** `{_show(s['truth'])}`; windows (states at the model's time step, both ends "
         f"included): {windows}.")
-    sampler = f"{s['sampler']}, {s['steps']} steps" + (f", {s['corrections']} corrections" if s["sampler"] == "pc" else "")
+    sampler = (f"{s['sampler']}, {s['steps']} steps"
+               + (f", {s['corrections']} corrections" if s["sampler"] == "pc" else ""))
     add(f"- **Sampler:** {sampler}; guidance MMPS with {s['iterations']} {s['solver'].upper()} iteration(s); "
         f"{s['members']} members; seed {s['seed']} + window index (the same for every configuration of a "
         f"window, so that only the observations differ); device {s['device']}.")

@@ -344,14 +344,16 @@ class StationsDraft(ObserverDraft):
     def footprint(self, window: Window, grid=None) -> Footprint:
         lon = self.table["lon"].to_numpy(dtype=np.float64)
         lat = self.table["lat"].to_numpy(dtype=np.float64)
-        return Footprint(self.label, self.kind, self.color, points=(lon, lat), n_observations=self.n_observations(window))
+        return Footprint(self.label, self.kind, self.color, points=(lon, lat),
+                         n_observations=self.n_observations(window))
 
     @classmethod
     def from_observer(cls, obs, window: Window, **params) -> tuple["StationsDraft", list[str]]:
         names = obs.names if obs.names is not None else tuple(f"S{k + 1}" for k in range(obs.lon.size))
         elevation = obs.elevation if obs.elevation is not None else np.full(obs.lon.size, np.nan)
         table = pd.DataFrame({"id": np.arange(obs.lon.size, dtype=np.int64), "name": list(names),
-                              "lon": np.asarray(obs.lon, dtype=np.float64), "lat": np.asarray(obs.lat, dtype=np.float64),
+                              "lon": np.asarray(obs.lon, dtype=np.float64),
+                              "lat": np.asarray(obs.lat, dtype=np.float64),
                               "elevation": np.asarray(elevation, dtype=np.float64)})
         draft = cls(label=obs.name, table=table, **params)
         warnings = draft._restore_common(obs, window)
@@ -394,8 +396,10 @@ class SatelliteDraft(ObserverDraft):
 
     altitude_km = param.Number(default=800.0, bounds=(150.0, 40000.0), doc="Altitude above the surface (km)")
     inclination_deg = param.Number(default=75.0, bounds=(0.0, 180.0), doc="Inclination (°); > 90 retrograde")
-    raan_deg = param.Number(default=0.0, bounds=(-360.0, 360.0), doc="Longitude of the ascending node at the window start (°)")
-    phase_deg = param.Number(default=0.0, bounds=(-360.0, 360.0), doc="Angle from the ascending node at the window start (°)")
+    raan_deg = param.Number(default=0.0, bounds=(-360.0, 360.0),
+                            doc="Longitude of the ascending node at the window start (°)")
+    phase_deg = param.Number(default=0.0, bounds=(-360.0, 360.0),
+                             doc="Angle from the ascending node at the window start (°)")
     fov_radius_deg = param.Number(default=5.0, bounds=(0.1, 89.0), doc="Field-of-view radius, great-circle degrees")
     samples_per_hour = param.Number(default=60.0, bounds=(1.0, 3600.0), doc="Samples of the ground track per hour")
     epoch = param.Parameter(default=None, doc="Orbit epoch (None: the window start)")
@@ -420,7 +424,8 @@ class SatelliteDraft(ObserverDraft):
         current = {k: getattr(self, k) for k in ("altitude_km", "inclination_deg", "raan_deg", "phase_deg")}
         current.update({k: v for k, v in params.items() if k in current})
         try:
-            adapter.CircularOrbit(*(float(current[k]) for k in ("altitude_km", "inclination_deg", "raan_deg", "phase_deg")))
+            adapter.CircularOrbit(*(float(current[k])
+                                    for k in ("altitude_km", "inclination_deg", "raan_deg", "phase_deg")))
             fov = float(params.get("fov_radius_deg", self.fov_radius_deg))
             if not 0 < fov < 90:
                 raise adapter.ObservationError(f"the field-of-view radius {fov}° is outside (0, 90)°",
@@ -513,7 +518,8 @@ class SatelliteDraft(ObserverDraft):
         last = (obs.end - window.start) / _HOUR - 1
         exact = first == int(first) and last == int(last) and first >= 0 and obs.tolerance is None
         if not exact:
-            warnings.append(f"'{obs.name}': its sampling was rounded to whole hours {int(max(first, 0))}–{int(max(last, 0))}")
+            warnings.append(f"'{obs.name}': its sampling was rounded to whole hours "
+                            f"{int(max(first, 0))}–{int(max(last, 0))}")
         draft.param.update(start_hour=int(max(first, 0)), end_hour=int(max(last, 0)))
         draft.values = obs.values if exact else None
         return draft, warnings
@@ -542,10 +548,12 @@ class TrackDraft(ObserverDraft):
         lon = np.asarray(lon, dtype=np.float64).ravel()
         lat = np.asarray(lat, dtype=np.float64).ravel()
         if lon.size != lat.size or lon.size < 2:
-            self.notice = error("A track needs at least two vertices. Hint: press and hold to start a line, tap to add vertices, press again to end it.")
+            self.notice = error("A track needs at least two vertices. Hint: press and hold to start a line, "
+                                "tap to add vertices, press again to end it.")
             return False
         if not (np.all(np.isfinite(lon)) and np.all(np.isfinite(lat)) and np.all(np.abs(lat) <= 90)):
-            self.notice = error("The track has vertices outside the globe; it was not changed. Hint: draw on the visible globe.")
+            self.notice = error("The track has vertices outside the globe; it was not changed. "
+                                "Hint: draw on the visible globe.")
             return False
         self.param.update(lon=np.mod(lon, 360.0), lat=lat)
         self.notice = None
@@ -576,7 +584,8 @@ class TrackDraft(ObserverDraft):
     def _mask(self, grid) -> np.ndarray:
         key = (tuple(grid.shape), grid.latitude[0], self.lon.tobytes(), self.lat.tobytes(), self.width_deg)
         if key not in self._cache:
-            mask = adapter.track_mask(grid, self.lon, self.lat, self.width_deg) if self.lon.size >= 2 else np.zeros(grid.shape, bool)
+            mask = (adapter.track_mask(grid, self.lon, self.lat, self.width_deg) if self.lon.size >= 2
+                    else np.zeros(grid.shape, bool))
             self._cache = {key: mask}
         return self._cache[key]
 
@@ -594,7 +603,8 @@ class TrackDraft(ObserverDraft):
 
     @classmethod
     def from_observer(cls, obs, window: Window, **params) -> tuple["TrackDraft", list[str]]:
-        draft = cls(label=obs.name, lon=np.asarray(obs.lon, dtype=np.float64), lat=np.asarray(obs.lat, dtype=np.float64),
+        draft = cls(label=obs.name, lon=np.asarray(obs.lon, dtype=np.float64),
+                    lat=np.asarray(obs.lat, dtype=np.float64),
                     width_deg=float(obs.width_deg), **params)
         warnings = draft._restore_common(obs, window)
         first, last, step, exact = _regular_hours(obs.times, window.start)

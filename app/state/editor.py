@@ -186,7 +186,8 @@ class ObservationEditor(param.Parameterized):
             return
         self.revision += 1
 
-    def add_observer(self, kind: str, *, label: str | None = None, select: bool = True, **params) -> ObserverDraft | None:
+    def add_observer(self, kind: str, *, label: str | None = None, select: bool = True,
+                     **params) -> ObserverDraft | None:
         """Add an observer of ``kind`` (``stations``, ``profiles``, ``satellite_swath``, ``track_swath``)."""
 
         if kind not in _CLASSES:
@@ -368,7 +369,8 @@ class ObservationEditor(param.Parameterized):
         added = ~known
         if added.any():
             new_ids = draft.next_ids(int(added.sum()))
-            rows = pd.DataFrame({"id": new_ids, "name": [f"S{i + 1}" for i in new_ids], "lon": np.mod(lon[added], 360.0),
+            rows = pd.DataFrame({"id": new_ids, "name": [f"S{i + 1}" for i in new_ids],
+                                 "lon": np.mod(lon[added], 360.0),
                                  "lat": lat[added], "elevation": np.full(new_ids.size, np.nan)})
             table = pd.concat([table, rows], ignore_index=True) if len(table) else rows
         table = table.reset_index(drop=True)
@@ -407,7 +409,8 @@ class ObservationEditor(param.Parameterized):
             except (TypeError, ValueError):
                 number = np.nan
             if column != "elevation" and not np.isfinite(number):
-                self.table_notice = error(f"The {column} of a station must be a number, got {value!r}; it was not changed.")
+                self.table_notice = error(f"The {column} of a station must be a number, got {value!r}; "
+                                          "it was not changed.")
                 self.revision += 1
                 return False
             if column == "lat" and abs(number) > 90:
@@ -436,7 +439,8 @@ class ObservationEditor(param.Parameterized):
 
     def _network(self, table: pd.DataFrame, label: str, kind: str, notice: str) -> StationsDraft | None:
         if len(table) > self.max_stations:
-            setattr(self, notice, error(f"{len(table):,} stations is over the limit of {self.max_stations:,} per network."))
+            setattr(self, notice,
+                    error(f"{len(table):,} stations is over the limit of {self.max_stations:,} per network."))
             return None
         table = table.assign(id=np.arange(len(table), dtype=np.int64))[["id", "name", "lon", "lat", "elevation"]]
         draft = _CLASSES[kind](label=self._unique_label(label), color=PALETTE[len(self.drafts) % len(PALETTE)],
@@ -476,7 +480,8 @@ class ObservationEditor(param.Parameterized):
             return False
         short = len(table) < n
         self.preset_notice = (warn if short else ok)(
-            f"Added '{draft.label}': {len(table):,} stations" + (f" (only {len(table):,} available)" if short else "") + ".")
+            f"Added '{draft.label}': {len(table):,} stations"
+            + (f" (only {len(table):,} available)" if short else "") + ".")
         return True
 
     def upload_stations(self, data: bytes | None, filename: str, *, kind: str = "stations") -> bool:
@@ -561,7 +566,8 @@ class ObservationEditor(param.Parameterized):
         except adapter.AppaError as e:
             self.scenario_notice = error(e)
             return None
-        self.scenario_notice = ok(f"Scenario exported ({len(self.drafts)} observers, {self.n_observations():,} observations).")
+        self.scenario_notice = ok(f"Scenario exported ({len(self.drafts)} observers, "
+                                  f"{self.n_observations():,} observations).")
         return data
 
     def import_scenario(self, data: bytes | None, filename: str) -> bool:

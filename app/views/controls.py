@@ -67,7 +67,8 @@ class TruthControls(pn.viewable.Viewer):
     def __init__(self, truth: TruthState, **params):
         super().__init__(**params)
         self.truth = truth
-        self._variable = pn.widgets.Select.from_param(truth.param.variable, name="Variable", sizing_mode="stretch_width")
+        self._variable = pn.widgets.Select.from_param(truth.param.variable, name="Variable",
+                                                      sizing_mode="stretch_width")
         self._level = pn.widgets.Select.from_param(truth.param.level, name="Level (hPa)", sizing_mode="stretch_width")
         self._player = time_player(truth, ["dataset"])
         self._time = pn.pane.Markdown("", margin=(0, 10))

@@ -33,7 +33,8 @@ class DraftForm(pn.viewable.Viewer):
         self._levels = pn.widgets.MultiChoice.from_param(d.param.levels, name="Levels (hPa)", **_STRETCH)
         self._errors = pn.widgets.Tabulator(
             self._error_frame(), show_index=False, editors={"variable": None, "units": None},
-            titles={"error": "error (std)"}, layout="fit_data_stretch", height=min(34 + 32 * max(len(d.variables), 1), 160),
+            titles={"error": "error (std)"}, layout="fit_data_stretch",
+            height=min(34 + 32 * max(len(d.variables), 1), 160),
             **_STRETCH,
         )
         self._errors.on_edit(self._edit_error)
@@ -115,7 +116,8 @@ class DraftForm(pn.viewable.Viewer):
                 orbit = d.orbit(self.editor.window)
                 hours = d.hours(self.editor.window)
                 span = (int(hours[-1]) + 1 - int(hours[0])) * 3600 if hours.size else 0
-                info.object = (f"Period {orbit.period_s / 60:.1f} min, {span / orbit.period_s:.1f} orbits in its window. "
+                info.object = (f"Period {orbit.period_s / 60:.1f} min, "
+                               f"{span / orbit.period_s:.1f} orbits in its window. "
                                "The ground track and the cells seen are drawn on the globe.")
             self.watchers.watch(d, describe, ["altitude_km", "start_hour", "end_hour"])
             describe()

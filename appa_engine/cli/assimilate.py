@@ -92,7 +92,8 @@ def _assimilate(args) -> int:
     scenario = Scenario.load(args.scenario)
     changes = {k: v for k, v in {"members": args.members, "seed": args.seed}.items() if v is not None}
     if args.sampler or args.steps:
-        changes["sampler"] = dataclasses.replace(scenario.sampler, **{k: v for k, v in {"name": args.sampler, "steps": args.steps}.items() if v})
+        changes["sampler"] = dataclasses.replace(
+            scenario.sampler, **{k: v for k, v in {"name": args.sampler, "steps": args.steps}.items() if v})
     scenario = dataclasses.replace(scenario, **changes)
     with _processes(args.device) as ctx:
         model = load_model(args.model or scenario.model)

@@ -20,7 +20,8 @@ def _netcdf_safe(ds: xr.Dataset) -> xr.Dataset:
     def clean(attrs: dict) -> dict:
         out = {}
         for k, v in attrs.items():
-            if v is None or isinstance(v, (bool, dict)) or (isinstance(v, (list, tuple)) and not all(isinstance(i, (int, float, str)) for i in v)):
+            if (v is None or isinstance(v, (bool, dict))
+                    or (isinstance(v, (list, tuple)) and not all(isinstance(i, (int, float, str)) for i in v))):
                 out[k] = str(v)
             else:
                 out[k] = v

@@ -224,7 +224,8 @@ class Scenario:
         if version > SCENARIO_VERSION:
             raise ConfigError(
                 f"{source} has format version {version}, newer than the {SCENARIO_VERSION} this Appa Studio reads",
-                hint="upgrade appa-studio (pip install -U appa-studio), or re-export the scenario from the older version",
+                hint=("upgrade appa-studio (pip install -U appa-studio), "
+                      "or re-export the scenario from the older version"),
             )
         valid = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - valid)

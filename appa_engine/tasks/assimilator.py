@@ -311,7 +311,8 @@ class Assimilator:
 
         compiled = compile_for(self.model, observations, times)
         if len(compiled) and torch.isnan(compiled.y).any():
-            names = sorted({observations.observers[i].name for i in np.unique(compiled.observer_index[torch.isnan(compiled.y).numpy()])})
+            names = sorted({observations.observers[i].name
+                            for i in np.unique(compiled.observer_index[torch.isnan(compiled.y).numpy()])})
             raise ObservationError(
                 f"observers without values: {', '.join(names)}",
                 hint="simulate their values from a truth store (`appa scenario`), or give values",
@@ -683,7 +684,9 @@ class Assimilator:
             cov = torch.full((y.shape[1],), overlap_sigma**2, device=self.device)
             A_ctx = lambda zz: zz[:, :overlap].flatten(1)  # noqa: E731
             block = self.sample_latent(block_times, members=local, A=A_ctx, y=y, cov_y=cov, mode="causal",
-                                       sampler=sampler, guidance=GuidanceSettings(method="mmps", iterations=guidance.iterations, solver=guidance.solver),
+                                       sampler=sampler,
+                                       guidance=GuidanceSettings(method="mmps", iterations=guidance.iterations,
+                                                                 solver=guidance.solver),
                                        generator=generators, progress=chained, cancel=cancel)
             z = torch.cat([z, block[:, overlap:]], dim=1)
         z = _gather_members(z[:, : len(all_times)], members)
@@ -728,8 +731,10 @@ class Assimilator:
         table = compiled.table
         analysis = self._equivalents(compiled, x, z)
         obs = {
-            "obs_value": ("obs", table["value"].to_numpy(np.float64), {"long_name": "observed value", "units": "physical"}),
-            "obs_error": ("obs", table["error"].to_numpy(np.float64), {"long_name": "observation error standard deviation"}),
+            "obs_value": ("obs", table["value"].to_numpy(np.float64),
+                          {"long_name": "observed value", "units": "physical"}),
+            "obs_error": ("obs", table["error"].to_numpy(np.float64),
+                          {"long_name": "observation error standard deviation"}),
             "obs_analysis": (("member", "obs"), analysis, {"long_name": "model equivalent of the analysis (A(x))"}),
         }
         if obs_background is not None:

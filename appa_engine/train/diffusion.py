@@ -66,7 +66,8 @@ class DiffusionTask:
         from appa_engine.train.encode import latent_statistics
 
         if not config.latents:
-            raise ConfigError("training the prior needs a latent store", hint="pass --latents LATENTS.zarr (from `appa encode`)")
+            raise ConfigError("training the prior needs a latent store",
+                              hint="pass --latents LATENTS.zarr (from `appa encode`)")
         if config.blanket < 1:
             raise ConfigError(f"blanket must be at least 1, got {config.blanket}")
         self.config = config

@@ -214,7 +214,8 @@ def provenance(ctx: Context) -> dict:
         ).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         commit = None
-    hardware = torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else platform.processor() or platform.machine()
+    hardware = (torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda"
+                else platform.processor() or platform.machine())
     return {
         "commit": commit,
         "torch": str(torch.__version__),
@@ -343,7 +344,8 @@ def fit(task: Task, loop: LoopConfig, optim: OptimConfig, *, out: str | os.PathL
     if start >= loop.steps:
         log.info("%s already trained for %d steps", task.name, start)
 
-    net = DistributedDataParallel(model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None) if ctx.distributed else model
+    net = (DistributedDataParallel(model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
+           if ctx.distributed else model)
     sampler = GlobalBatchSampler(len(train_set), loop.batch_size, seed=loop.seed, rank=ctx.rank,
                                  world_size=ctx.world_size, start_step=start, steps=loop.steps)
     loader = DataLoader(IndexedDataset(train_set), batch_sampler=sampler, num_workers=loop.num_workers,

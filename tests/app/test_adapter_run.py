@@ -190,7 +190,8 @@ def test_errors_users_can_cause(engine, truth):
     start = truth["time"].values[4]
     humid = adapter.Scenario(start=start, hours=6, observations=[adapter.Stations(
         name="wet", lon=[1.0], lat=[2.0], times=[start], variables=["specific_humidity"], errors=1e-3)])
-    with pytest.raises(adapter.ObservationError, match="'wet' observes specific_humidity, which the model does not have") as e:
+    with pytest.raises(adapter.ObservationError,
+                       match="'wet' observes specific_humidity, which the model does not have") as e:
         adapter.run_scenario(engine, humid, truth)
     assert "2m_temperature" in e.value.hint
     with pytest.raises(adapter.ConfigError, match="shorter than the model's time step"):

@@ -156,7 +156,8 @@ def test_editable_points_leave_out_the_far_side():
 
     from app import plots
 
-    table = pd.DataFrame({"id": [0, 1, 2], "name": ["a", "b", "c"], "lon": [10.0, 190.0, 30.0], "lat": [0.0, 0.0, 60.0]})
+    table = pd.DataFrame({"id": [0, 1, 2], "name": ["a", "b", "c"], "lon": [10.0, 190.0, 30.0],
+                          "lat": [0.0, 0.0, 60.0]})
     projection = geo.make_projection("orthographic", central_longitude=10.0, central_latitude=0.0)
     element, shown = plots.editable_points(table, projection, color="#000000", kind="stations")
     assert shown == [0, 2] and len(element) == 2

@@ -216,7 +216,8 @@ def test_upload_valid_csv_and_geojson(editor):
     np.testing.assert_allclose(draft.table["lon"], [4.35, 281.5])
     assert editor.upload_notice.level == "success"
     geojson = json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [139.7, 35.7]}, "properties": {"name": "Tokyo"}},
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [139.7, 35.7]},
+         "properties": {"name": "Tokyo"}},
     ]}).encode()
     assert editor.upload_stations(geojson, "asia.geojson")
     assert editor.active_draft.table["name"].tolist() == ["Tokyo"]
@@ -347,7 +348,8 @@ def test_scenario_values_survive_a_round_trip(state):
     times = window.start + np.arange(0, 24, 12) * np.timedelta64(1, "h")
     values = np.array([[[271.0], [280.5]], [[272.0], [np.nan]]])
     scenario = adapter.Scenario(start=window.start, hours=24, observations=[adapter.Stations(
-        name="synop", lon=[4.35, 2.35], lat=[50.85, 48.86], names=["BRU", "CDG"], times=times, variables=["2m_temperature"],
+        name="synop", lon=[4.35, 2.35], lat=[50.85, 48.86], names=["BRU", "CDG"], times=times,
+        variables=["2m_temperature"],
         errors={"2m_temperature": 0.5}, values=values)])
     assert editor.restore(scenario) == []
     assert editor.scenario().observations == scenario.observations

@@ -38,8 +38,15 @@ def make_dataset(*, nt: int = 5, nlat: int = 6, nlon: int = 12, seed: int = 0) -
                 (5e4 + 1e3 * rng.standard_normal(shape3)).astype(f32),
                 {"units": "m**2 s**-2"},
             ),
-            "2m_temperature": (("time", "latitude", "longitude"), (280 + rng.standard_normal(shape2)).astype(f32), {"units": "K"}),
-            "mean_sea_level_pressure": (("time", "latitude", "longitude"), (1e5 + 100 * rng.standard_normal(shape2)).astype(f32)),
+            "2m_temperature": (
+                ("time", "latitude", "longitude"),
+                (280 + rng.standard_normal(shape2)).astype(f32),
+                {"units": "K"},
+            ),
+            "mean_sea_level_pressure": (
+                ("time", "latitude", "longitude"),
+                (1e5 + 100 * rng.standard_normal(shape2)).astype(f32),
+            ),
         },
         coords={
             "time": pd.date_range("2020-01-01", periods=nt, freq="6h"),
@@ -105,13 +112,15 @@ def test_from_dataset_order_and_selection():
     assert ChannelSpec.from_dataset(ds[list(ds.data_vars)[::-1]]) == spec
 
     sub = ChannelSpec.from_dataset(ds, variables=["temperature", "2m_temperature", "geopotential"], levels=[850, 1000])
-    assert sub.names == ("temperature_1000", "temperature_850", "geopotential_1000", "geopotential_850", "2m_temperature")
+    assert sub.names == ("temperature_1000", "temperature_850", "geopotential_1000", "geopotential_850",
+                         "2m_temperature")
     with pytest.raises(DataError, match="variables not in the dataset: humidity"):
         ChannelSpec.from_dataset(ds, variables=["humidity"])
     with pytest.raises(DataError, match=r"levels not in the dataset: \[700\]"):
         ChannelSpec.from_dataset(ds, levels=[700, 850])
     # static fields (no time dim) are not channels
-    static = ds.assign(land_sea_mask=(("latitude", "longitude"), np.zeros((ds.sizes["latitude"], ds.sizes["longitude"]))))
+    static = ds.assign(land_sea_mask=(("latitude", "longitude"),
+                                      np.zeros((ds.sizes["latitude"], ds.sizes["longitude"]))))
     assert ChannelSpec.from_dataset(static) == spec
 
 
@@ -153,7 +162,8 @@ def test_stack_is_lazy(tmp_path):
     c = spec.index("temperature_850")
     np.testing.assert_array_equal(stacked.isel(time=2, channel=c).values, ds["temperature"].sel(level=850).values[2])
     assert np.isnan(stacked.isel(time=3, channel=c).values).all()  # fill value: read after removal
-    np.testing.assert_array_equal(stacked.isel(time=3, channel=spec.index("2m_temperature")).values, ds["2m_temperature"].values[3])
+    np.testing.assert_array_equal(stacked.isel(time=3, channel=spec.index("2m_temperature")).values,
+                                  ds["2m_temperature"].values[3])
 
 
 def test_surface_variable_named_like_a_level():
@@ -212,9 +222,11 @@ def test_unstack_ensemble_and_uneven_levels():
     out = spec.unstack(members, template=ds)
     assert out["temperature"].dims == ("member", "time", "level", "latitude", "longitude")
     assert list(out["level"].values) == [850, 500]
-    np.testing.assert_array_equal(out["temperature"].sel(level=850).isel(member=1).values, 2 * ds["temperature"].sel(level=850).values)
+    np.testing.assert_array_equal(out["temperature"].sel(level=850).isel(member=1).values,
+                                  2 * ds["temperature"].sel(level=850).values)
     assert np.isnan(out["temperature"].sel(level=500).values).all()  # not a channel of the spec
-    np.testing.assert_array_equal(out["geopotential"].sel(level=500).isel(member=0).values, ds["geopotential"].sel(level=500).values)
+    np.testing.assert_array_equal(out["geopotential"].sel(level=500).isel(member=0).values,
+                                  ds["geopotential"].sel(level=500).values)
     np.testing.assert_array_equal(out["member"].values, [0, 1])
 
 

@@ -25,7 +25,9 @@ def test_hour_of_day(hour, sin_h, cos_h):
 def test_year_progress_follows_the_tropical_year():
     epoch = np.datetime64("2000-01-01T00:00", "ns")
     year_ns = TROPICAL_YEAR_DAYS * 86400e9
-    times = epoch + np.array([0, year_ns / 4, year_ns / 2, 3 * year_ns / 4, year_ns, 20 * year_ns]).astype("timedelta64[ns]")
+    times = epoch + np.array(
+        [0, year_ns / 4, year_ns / 2, 3 * year_ns / 4, year_ns, 20 * year_ns]
+    ).astype("timedelta64[ns]")
     f = date_features(times)
     expected = [(0, 1), (1, 0), (0, -1), (-1, 0), (0, 1), (0, 1)]
     np.testing.assert_allclose(f[:, :2], expected, atol=1e-6)

@@ -107,7 +107,8 @@ def test_arco_raw_layout(ds, tmp_path):
     assert np.all(np.diff(raw.time.values) == np.timedelta64(1, "h")) and raw.sizes["time"] == 7
     t = raw["temperature"]
     assert np.isnan(t.sel(level=1000).values).all() and np.isnan(t.isel(time=1).values).all()
-    np.testing.assert_array_equal(t.sel(level=500).isel(time=6).values, small["temperature"].sel(level=500).isel(time=1).values)
+    np.testing.assert_array_equal(t.sel(level=500).isel(time=6).values,
+                                  small["temperature"].sel(level=500).isel(time=1).values)
 
 
 def test_cds_raw_layout(ds, tmp_path):
@@ -120,7 +121,8 @@ def test_cds_raw_layout(ds, tmp_path):
     assert int(raw["number"]) == 0 and raw["expver"].dims == ("valid_time",)
     assert raw["t"].attrs["GRIB_paramId"] == 130
     # The field at longitude -180 is the canonical field at 180.
-    np.testing.assert_array_equal(raw["t2m"].sel(longitude=-180.0).values, ds["2m_temperature"].sel(longitude=180.0).values)
+    np.testing.assert_array_equal(raw["t2m"].sel(longitude=-180.0).values,
+                                  ds["2m_temperature"].sel(longitude=180.0).values)
     raw.close()
     ens = schema.mock_canonical(2, nlat=8, nlon=16, members=2, variables=("temperature",))
     raw = xr.open_dataset(schema.write_cds_netcdf(ens, tmp_path / "ens.nc", ensemble=True))

@@ -167,7 +167,8 @@ def test_standardize_torch_numpy_xarray():
     with pytest.raises(DataError, match="C = 2 channels"):
         standardize(torch.zeros(3, 4, 5), stats)
 
-    da = xr.DataArray(x.numpy()[:, ::-1], dims=("time", "channel", "latitude", "longitude"), coords={"channel": ["b", "a_500"]})
+    da = xr.DataArray(x.numpy()[:, ::-1], dims=("time", "channel", "latitude", "longitude"),
+                      coords={"channel": ["b", "a_500"]})
     zd = standardize(da, stats)
     np.testing.assert_allclose(zd.sel(channel="a_500").values, z[:, 0].numpy(), equal_nan=True)
     np.testing.assert_allclose(destandardize(zd, stats).values, da.values, equal_nan=True)

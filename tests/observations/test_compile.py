@@ -142,7 +142,8 @@ def test_channel_the_model_does_not_have_lists_the_available_ones():
 def test_times_outside_the_window_name_the_observer_and_window():
     with pytest.raises(
         ObservationError,
-        match=r"stations 'synop' has 1 observation times outside the model window 2021-01-01T00:00 – 2021-01-01T03:00 \(first: 2021-01-01T05:00\)",
+        match=(r"stations 'synop' has 1 observation times outside the model window "
+               r"2021-01-01T00:00 – 2021-01-01T03:00 \(first: 2021-01-01T05:00\)"),
     ):
         compile_([synop(times=["2021-01-01T00", "2021-01-01T05"])])
     sat = SatelliteSwath(
