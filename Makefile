@@ -2,6 +2,7 @@
 #
 #   make demo   set up .venv and serve the app on the embedded default model
 #   make test   set up .venv (with test extras and Debian's Chromium) and run the tests
+#   make lint   check the code with ruff (pyproject.toml's rules; CI runs it after the tests)
 #
 # On a CPU machine torch is pinned to the CPU build (constraints-cpu.txt) so that no CUDA wheels
 # are pulled; where `nvidia-smi` works, the CUDA torch already installed (or pip's default) is kept.
@@ -13,7 +14,7 @@ PIP    := $(PY) -m pip
 CONSTRAINTS := $(shell nvidia-smi >/dev/null 2>&1 || echo "-c constraints-cpu.txt")
 PYTEST_ARGS ?=
 
-.PHONY: demo test setup setup-test browser bench default-model clean help
+.PHONY: demo test lint setup setup-test browser bench default-model clean help
 
 help:
 	@sed -n '3,5p' Makefile
@@ -51,6 +52,9 @@ default-model: setup
 
 test: setup-test
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .
 
 bench: setup
 	@for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b $(BENCH_ARGS) || exit 1; done
