@@ -43,7 +43,7 @@ def time_player(owner, refresh: list[str]) -> pn.widgets.Player:
     parameter follow each other.
     """
 
-    player = TimePlayer(name="Time", start=0, end=1, value=0, interval=800, loop_policy="loop",
+    player = TimePlayer(label="Time", start=0, end=1, value=0, interval=800, loop_policy="loop",
                         show_loop_controls=False, sizing_mode="stretch_width", width_policy="max")
 
     def sync(*_events) -> None:
@@ -67,9 +67,9 @@ class TruthControls(pn.viewable.Viewer):
     def __init__(self, truth: TruthState, **params):
         super().__init__(**params)
         self.truth = truth
-        self._variable = pn.widgets.Select.from_param(truth.param.variable, name="Variable",
+        self._variable = pn.widgets.Select.from_param(truth.param.variable, label="Variable",
                                                       sizing_mode="stretch_width")
-        self._level = pn.widgets.Select.from_param(truth.param.level, name="Level (hPa)", sizing_mode="stretch_width")
+        self._level = pn.widgets.Select.from_param(truth.param.level, label="Level (hPa)", sizing_mode="stretch_width")
         self._player = time_player(truth, ["dataset"])
         self._time = pn.pane.Markdown("", margin=(0, 10))
         self._source = pn.pane.Markdown("", margin=(0, 10), styles={"color": "#666", "font-size": "0.85em"})
@@ -99,17 +99,17 @@ class ResultsControls(pn.viewable.Viewer):
     def __init__(self, state: AppState, **params):
         super().__init__(**params)
         self.results = r = state.results
-        self._layer = pn.widgets.RadioButtonGroup(name="Layer", options=self._layer_options(), value=r.layer,
-                                                  button_type="primary", button_style="outline",
+        self._layer = pn.widgets.RadioButtonGroup(label="Layer", options=self._layer_options(), value=r.layer,
+                                                  color="primary", variant="outline",
                                                   sizing_mode="stretch_width", margin=(5, 10))
         self._layer.param.watch(self._pick_layer, "value")
         # Not from_param: a one-member ensemble has bounds (0, 0), which Bokeh's slider refuses.
-        self._member = pn.widgets.IntSlider(name="Member", start=0, end=1, value=0, sizing_mode="stretch_width")
+        self._member = pn.widgets.IntSlider(label="Member", start=0, end=1, value=0, sizing_mode="stretch_width")
         self._member.param.watch(self._pick_member, "value")
         # Not from_param: when a new output changes the options, a linked Select would write its first
         # option back into the state, over the variable and level the state has chosen.
-        self._variable = pn.widgets.Select(name="Variable", sizing_mode="stretch_width")
-        self._level = pn.widgets.Select(name="Level (hPa)", sizing_mode="stretch_width")
+        self._variable = pn.widgets.Select(label="Variable", sizing_mode="stretch_width")
+        self._level = pn.widgets.Select(label="Level (hPa)", sizing_mode="stretch_width")
         self._variable.param.watch(lambda event: self._pick("variable", event.new), "value")
         self._level.param.watch(lambda event: self._pick("level", event.new), "value")
         self._player = time_player(r, ["output", "revision"])
@@ -173,8 +173,8 @@ class ViewControls(pn.viewable.Viewer):
         super().__init__(**params)
         self.state = state
         self._switch = pn.widgets.RadioButtonGroup.from_param(
-            state.param.view, options={"Truth (draw)": "truth", "Results": "results"}, name="",
-            button_type="primary", sizing_mode="stretch_width",
+            state.param.view, options={"Truth (draw)": "truth", "Results": "results"}, label="",
+            color="primary", sizing_mode="stretch_width",
         )
         self._waiting = pn.pane.Markdown("Results appear here once a run has finished.", margin=(0, 10),
                                          styles={"color": "#666", "font-size": "0.85em"})
@@ -209,18 +209,18 @@ class GlobeControls(pn.viewable.Viewer):
         super().__init__(**params)
         self.globe = globe
         self._projection = pn.widgets.RadioButtonGroup.from_param(
-            globe.param.projection, options={"Globe": "orthographic", "Flat map": "flat"}, name="",
-            button_type="primary", button_style="outline", sizing_mode="stretch_width",
+            globe.param.projection, options={"Globe": "orthographic", "Flat map": "flat"}, label="",
+            color="primary", variant="outline", sizing_mode="stretch_width",
         )
-        self._lon = pn.widgets.FloatSlider.from_param(globe.param.central_longitude, name="Centre longitude (°E)",
+        self._lon = pn.widgets.FloatSlider.from_param(globe.param.central_longitude, label="Centre longitude (°E)",
                                                       throttled=True, sizing_mode="stretch_width")
-        self._lat = pn.widgets.FloatSlider.from_param(globe.param.central_latitude, name="Centre latitude (°N)",
+        self._lat = pn.widgets.FloatSlider.from_param(globe.param.central_latitude, label="Centre latitude (°N)",
                                                       throttled=True, sizing_mode="stretch_width")
         self._layers = [
-            pn.widgets.Checkbox.from_param(globe.param.show_field, name="Field (truth or results)"),
-            pn.widgets.Checkbox.from_param(globe.param.show_footprints, name="Swath footprints"),
-            pn.widgets.Checkbox.from_param(globe.param.show_coastlines, name="Coastlines"),
-            pn.widgets.Checkbox.from_param(globe.param.show_graticule, name="Graticule (30°)"),
+            pn.widgets.Checkbox.from_param(globe.param.show_field, label="Field (truth or results)"),
+            pn.widgets.Checkbox.from_param(globe.param.show_footprints, label="Swath footprints"),
+            pn.widgets.Checkbox.from_param(globe.param.show_coastlines, label="Coastlines"),
+            pn.widgets.Checkbox.from_param(globe.param.show_graticule, label="Graticule (30°)"),
         ]
         globe.param.watch(self._update, ["projection"])
         self._update()

@@ -27,10 +27,10 @@ class DraftForm(pn.viewable.Viewer):
         self.state, self.editor, self.draft = state, state.editor, draft
         self.watchers = Watchers()
         d = draft
-        self._name = pn.widgets.TextInput(name="Name", value=d.label, **_STRETCH)
+        self._name = pn.widgets.TextInput(label="Name", value=d.label, **_STRETCH)
         self._name.param.watch(self._rename, "value")
-        self._variables = pn.widgets.MultiChoice.from_param(d.param.variables, name="Variables", **_STRETCH)
-        self._levels = pn.widgets.MultiChoice.from_param(d.param.levels, name="Levels (hPa)", **_STRETCH)
+        self._variables = pn.widgets.MultiChoice.from_param(d.param.variables, label="Variables", **_STRETCH)
+        self._levels = pn.widgets.MultiChoice.from_param(d.param.levels, label="Levels (hPa)", **_STRETCH)
         self._errors = pn.widgets.Tabulator(
             self._error_frame(), show_index=False, editors={"variable": None, "units": None},
             titles={"error": "error (std)"}, layout="fit_data_stretch",
@@ -38,9 +38,9 @@ class DraftForm(pn.viewable.Viewer):
             **_STRETCH,
         )
         self._errors.on_edit(self._edit_error)
-        self._first = pn.widgets.IntInput(name="First hour", value=d.start_hour, start=0, width=95)
-        self._last = pn.widgets.IntInput(name="Last hour", value=d.end_hour, start=0, width=95)
-        self._every = pn.widgets.IntInput(name="Every (h)", value=d.every_hours, start=1, width=95)
+        self._first = pn.widgets.IntInput(label="First hour", value=d.start_hour, start=0, width=95)
+        self._last = pn.widgets.IntInput(label="Last hour", value=d.end_hour, start=0, width=95)
+        self._every = pn.widgets.IntInput(label="Every (h)", value=d.every_hours, start=1, width=95)
         for w in (self._first, self._last, self._every):
             w.param.watch(self._edit_times, "value")
         self.watchers.watch(d, self._sync, ["variables", "start_hour", "end_hour", "every_hours", "errors"])
@@ -103,12 +103,12 @@ class DraftForm(pn.viewable.Viewer):
             return table
         if isinstance(d, SatelliteDraft):
             fields = [
-                pn.widgets.FloatInput.from_param(d.param.altitude_km, name="Altitude (km)", width=140),
-                pn.widgets.FloatInput.from_param(d.param.inclination_deg, name="Inclination (°)", width=140),
-                pn.widgets.FloatInput.from_param(d.param.raan_deg, name="Ascending node (°E)", width=140),
-                pn.widgets.FloatInput.from_param(d.param.phase_deg, name="Phase (°)", width=140),
-                pn.widgets.FloatInput.from_param(d.param.fov_radius_deg, name="Field of view radius (°)", width=140),
-                pn.widgets.FloatInput.from_param(d.param.samples_per_hour, name="Samples per hour", width=140),
+                pn.widgets.FloatInput.from_param(d.param.altitude_km, label="Altitude (km)", width=140),
+                pn.widgets.FloatInput.from_param(d.param.inclination_deg, label="Inclination (°)", width=140),
+                pn.widgets.FloatInput.from_param(d.param.raan_deg, label="Ascending node (°E)", width=140),
+                pn.widgets.FloatInput.from_param(d.param.phase_deg, label="Phase (°)", width=140),
+                pn.widgets.FloatInput.from_param(d.param.fov_radius_deg, label="Field of view radius (°)", width=140),
+                pn.widgets.FloatInput.from_param(d.param.samples_per_hour, label="Samples per hour", width=140),
             ]
             info = pn.pane.Markdown("", styles=_HELP, **_STRETCH)
 
@@ -124,7 +124,7 @@ class DraftForm(pn.viewable.Viewer):
             return pn.Column(pn.pane.Markdown("**Orbit**", margin=(5, 10)),
                              pn.FlexBox(*fields), info, **_STRETCH)
         if isinstance(d, TrackDraft):
-            width = pn.widgets.FloatSlider.from_param(d.param.width_deg, name="Swath width (°)", start=0.5, end=40,
+            width = pn.widgets.FloatSlider.from_param(d.param.width_deg, label="Swath width (°)", start=0.5, end=40,
                                                       step=0.5, throttled=True, **_STRETCH)
             info = pn.pane.Markdown("", styles=_HELP, **_STRETCH)
 
@@ -169,7 +169,7 @@ class StationTable(pn.viewable.Viewer):
             titles={"lon": "lon (°E)", "lat": "lat (°N)", "elevation": "elev. (m)"}, **_STRETCH,
         )
         self._table.on_edit(self._edit)
-        self._delete = pn.widgets.Button(name="Delete selected", button_type="danger", button_style="outline",
+        self._delete = pn.widgets.Button(label="Delete selected", color="danger", variant="outline",
                                          width=140, disabled=True)
         self._delete.on_click(self._delete_selected)
         self._table.param.watch(lambda e: setattr(self._delete, "disabled", not e.new), "selection")
@@ -217,39 +217,39 @@ class ObservationsView(pn.viewable.Viewer):
         self.state, self.editor = state, state.editor
         e = self.editor
         # Window.
-        self._start = pn.widgets.Select(name="Window start", options=self._start_options(), width=200)
+        self._start = pn.widgets.Select(label="Window start", options=self._start_options(), width=200)
         self._start.param.watch(lambda ev: e.set_window(start=ev.new), "value")
-        self._hours = pn.widgets.IntInput(name="Hours", value=e.hours, start=1, end=e.param.hours.bounds[1], width=90)
+        self._hours = pn.widgets.IntInput(label="Hours", value=e.hours, start=1, end=e.param.hours.bounds[1], width=90)
         self._hours.param.watch(self._edit_hours, "value")
         self._count = pn.pane.Markdown("", margin=(0, 10))
         # Observers.
-        self._observer = pn.widgets.Select(name="Observer being edited", options=e.labels, value=e.active or None,
+        self._observer = pn.widgets.Select(label="Observer being edited", options=e.labels, value=e.active or None,
                                            **_STRETCH)
         self._syncing = False
         self._observer.param.watch(self._pick_observer, "value")
-        self._add = {kind: pn.widgets.Button(name=f"+ {label}", button_type="primary", button_style="outline",
+        self._add = {kind: pn.widgets.Button(label=f"+ {label}", color="primary", variant="outline",
                                              width=112) for kind, label in KIND_LABELS.items()}
         for kind, button in self._add.items():
             button.on_click(lambda _ev, kind=kind: e.add_observer(kind))
-        self._remove = pn.widgets.Button(name="Remove", button_type="danger", button_style="outline", width=90)
+        self._remove = pn.widgets.Button(label="Remove", color="danger", variant="outline", width=90)
         self._remove.on_click(lambda _ev: e.active and e.remove_observer(e.active))
         self._form = pn.Column(**_STRETCH)
         self._draft_form: DraftForm | None = None
         # Presets.
-        self._preset = pn.widgets.Select(name="Network", options={"Airports (spread out)": "airports",
+        self._preset = pn.widgets.Select(label="Network", options={"Airports (spread out)": "airports",
                                                                   "Random, uniform on the sphere": "random"}, width=220)
-        self._preset_n = pn.widgets.IntInput(name="Stations", value=200, start=1, end=e.max_stations, width=100)
-        self._preset_seed = pn.widgets.IntInput(name="Seed", value=0, start=0, width=80)
+        self._preset_n = pn.widgets.IntInput(label="Stations", value=200, start=1, end=e.max_stations, width=100)
+        self._preset_seed = pn.widgets.IntInput(label="Seed", value=0, start=0, width=80)
         self._preset_kind = pn.widgets.RadioButtonGroup(options={"Stations": "stations", "Profiles": "profiles"},
-                                                        value="stations", button_style="outline")
-        self._preset_add = pn.widgets.Button(name="Add network", button_type="primary", width=130)
+                                                        value="stations", variant="outline")
+        self._preset_add = pn.widgets.Button(label="Add network", color="primary", width=130)
         self._preset_add.on_click(self._load_preset)
         # Upload.
         self._upload = pn.widgets.FileInput(accept=".csv,.geojson,.json", multiple=False, **_STRETCH)
         self._upload.param.watch(self._uploaded, "value")
         # Scenario.
         self._download = pn.widgets.FileDownload(callback=self._export, filename="scenario.yaml",
-                                                 label="Export scenario (YAML)", button_type="success", **_STRETCH)
+                                                 label="Export scenario (YAML)", color="success", **_STRETCH)
         self._import = pn.widgets.FileInput(accept=".yaml,.yml,.json", multiple=False, **_STRETCH)
         self._import.param.watch(self._imported, "value")
 

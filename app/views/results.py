@@ -124,9 +124,9 @@ class ResultsView(pn.viewable.Viewer):
         self._metrics = pn.Column(margin=0, visible=False, **_STRETCH)
         self.time_marker = TimeMarker(r)
         # Observation space.
-        self._observer = pn.widgets.Select(name="Observer", options={"All observers": ""}, value="", width=220)
+        self._observer = pn.widgets.Select(label="Observer", options={"All observers": ""}, value="", width=220)
         self._observer.param.watch(self._pick_observer, "value")
-        self._channel = pn.widgets.Select(name="Observed field", options=[], width=220)
+        self._channel = pn.widgets.Select(label="Observed field", options=[], width=220)
         self._channel.param.watch(self._draw_diagnostics, "value")
         self._diag_hint = pn.pane.Markdown("", margin=(0, 10), styles=_HELP, **_STRETCH)
         self._maps = pn.Column(margin=0, visible=False, **_STRETCH)
@@ -140,14 +140,14 @@ class ResultsView(pn.viewable.Viewer):
         # Exports.
         self._downloads = {
             "zarr": Download(callback=lambda: self._export("zarr"), filename="appa-ensemble.zarr.zip",
-                             label="Ensemble (zarr, zipped)", button_type="primary", button_style="outline",
+                             label="Ensemble (zarr, zipped)", color="primary", variant="outline",
                              width=200),
             "netcdf": Download(callback=lambda: self._export("netcdf"), filename="appa-ensemble.nc",
-                               label="Ensemble (NetCDF)", button_type="primary", button_style="outline", width=200),
+                               label="Ensemble (NetCDF)", color="primary", variant="outline", width=200),
             "scenario": Download(callback=self._scenario, filename="appa-scenario.yaml", label="Scenario (YAML)",
-                                 button_type="primary", button_style="outline", width=200),
+                                 color="primary", variant="outline", width=200),
             "png": Download(callback=self._png, filename="appa-globe.png", label="Globe view (PNG)",
-                            button_type="primary", button_style="outline", width=200),
+                            color="primary", variant="outline", width=200),
         }
         self._notice = NoticeAlert(r, "notice")
         self.watchers.adopt(self._notice)

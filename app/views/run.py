@@ -43,20 +43,20 @@ class RunControls(pn.viewable.Viewer):
         self.state = state
         self.run = run = state.run
         stretch = dict(sizing_mode="stretch_width")
-        self._task = pn.widgets.Select.from_param(run.param.task, name="Task", options=_TASKS, **stretch)
-        self._lead = pn.widgets.IntInput.from_param(run.param.lead_hours, name="Forecast lead (hours)", step=6,
+        self._task = pn.widgets.Select.from_param(run.param.task, label="Task", options=_TASKS, **stretch)
+        self._lead = pn.widgets.IntInput.from_param(run.param.lead_hours, label="Forecast lead (hours)", step=6,
                                                     **stretch)
-        self._members = pn.widgets.IntInput.from_param(run.param.members, name="Members", width=120)
-        self._steps = pn.widgets.IntInput.from_param(run.param.steps, name="Diffusion steps", width=120)
-        self._sampler = pn.widgets.Select.from_param(run.param.sampler, name="Sampler", options=_SAMPLERS, **stretch)
+        self._members = pn.widgets.IntInput.from_param(run.param.members, label="Members", width=120)
+        self._steps = pn.widgets.IntInput.from_param(run.param.steps, label="Diffusion steps", width=120)
+        self._sampler = pn.widgets.Select.from_param(run.param.sampler, label="Sampler", options=_SAMPLERS, **stretch)
         self._guidance = pn.widgets.RadioButtonGroup.from_param(
-            run.param.guidance, name="Guidance", options={"MMPS": "mmps", "DPS": "dps"},
-            button_type="primary", button_style="outline", **stretch)
-        self._iterations = pn.widgets.IntInput.from_param(run.param.iterations, name="Solver iterations (MMPS)",
+            run.param.guidance, label="Guidance", options={"MMPS": "mmps", "DPS": "dps"},
+            color="primary", variant="outline", **stretch)
+        self._iterations = pn.widgets.IntInput.from_param(run.param.iterations, label="Solver iterations (MMPS)",
                                                           **stretch)
-        self._seed = pn.widgets.IntInput.from_param(run.param.seed, name="Random seed", **stretch)
-        self._run = pn.widgets.Button(name="Run", button_type="primary", icon=PLAY_ICON, width=130)
-        self._cancel = pn.widgets.Button(name="Cancel", button_type="danger", button_style="outline", width=110)
+        self._seed = pn.widgets.IntInput.from_param(run.param.seed, label="Random seed", **stretch)
+        self._run = pn.widgets.Button(label="Run", color="primary", icon=PLAY_ICON, width=130)
+        self._cancel = pn.widgets.Button(label="Cancel", color="danger", variant="outline", width=110)
         self._run.on_click(self._start)
         self._cancel.on_click(self._stop)
         self._progress = pn.indicators.Progress(name="Progress", value=0, max=1, bar_color="primary", visible=False,
