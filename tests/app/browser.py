@@ -112,6 +112,20 @@ def wait(page, predicate, timeout: float = 30.0, step_ms: int = 100) -> bool:
     return predicate()
 
 
+# BokehJS reads a tap that follows the previous one within this many milliseconds as a double tap
+# (its `doubletap_threshold`), which neither the point-draw tool nor the tap stream answers.
+DOUBLE_TAP_MS = 300
+
+
+def tap(page, x: float, y: float) -> None:
+    """Click the page at viewport pixel ``(x, y)`` as a single tap: first let Bokeh's double-tap
+    window of the previous click run out (a quick server can answer a click within it, and the
+    next click was then lost as the second half of a double tap)."""
+
+    page.wait_for_timeout(DOUBLE_TAP_MS + 100)
+    page.mouse.click(x, y)
+
+
 def scroll_to_globe(page, attempts: int = 5) -> None:
     """Scroll the first canvas (the globe's) into view; when the plot is being replaced (a new
     result rebuilds it) the element detaches mid-way, so look it up again."""

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.app.browser import (
-    FRAME_JS, TIMEOUT_MS, playwright_or_skip, scroll_to_globe, serve_sessions, wait,
+    FRAME_JS, TIMEOUT_MS, playwright_or_skip, scroll_to_globe, serve_sessions, tap, wait,
 )
 
 pytestmark = [
@@ -99,7 +99,7 @@ def test_click_adds_station_at_the_clicked_point(page_a):
     assert draft.n_stations == 0
     frame = _frame(page)
     px, py = frame["left"] + 0.62 * frame["width"], frame["top"] + 0.40 * frame["height"]
-    page.mouse.click(px, py)
+    tap(page, px, py)
     assert wait(page, lambda: draft.n_stations == 1), "the click did not reach the server"
     g = app.state.globe
     projection = geo.make_projection(g.projection, central_longitude=g.central_longitude,
@@ -116,7 +116,7 @@ def test_click_adds_station_at_the_clicked_point(page_a):
     assert abs(((lon_shown - lon[0] + 180) % 360) - 180) < 1.0
 
     # A click in a corner of the frame, off the globe's disk: refused and said so.
-    page.mouse.click(frame["left"] + 4, frame["top"] + 4)
+    tap(page, frame["left"] + 4, frame["top"] + 4)
     assert wait(page, lambda: editor.draw_notice is not None)
     assert "off the globe" in editor.draw_notice.text
     assert draft.n_stations == 1
@@ -138,7 +138,7 @@ def test_invalid_upload_shows_an_error_and_the_app_keeps_working(page_a, tmp_pat
     frame = _frame(page)
     draft = editor.active_draft
     n = draft.n_stations
-    page.mouse.click(frame["left"] + 0.45 * frame["width"], frame["top"] + 0.55 * frame["height"])
+    tap(page, frame["left"] + 0.45 * frame["width"], frame["top"] + 0.55 * frame["height"])
     assert wait(page, lambda: draft.n_stations == n + 1), editor.draw_notice
     page.get_by_role("button", name="+ Satellite").click()
     assert wait(page, lambda: editor.active == "satellite")
@@ -156,7 +156,7 @@ def test_two_sessions_do_not_share_stations(page_a, chromium, served):
     draft_b = app_b.state.editor.active_draft
     assert draft_b.n_stations == 0
     frame = _frame(page_b)
-    page_b.mouse.click(frame["left"] + 0.5 * frame["width"], frame["top"] + 0.5 * frame["height"])
+    tap(page_b, frame["left"] + 0.5 * frame["width"], frame["top"] + 0.5 * frame["height"])
     assert wait(page_b, lambda: draft_b.n_stations == 1)
     page.wait_for_timeout(500)
     assert app_a.state.editor.draft("stations").n_stations == n_a

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.app.browser import (
-    FRAME_JS, TIMEOUT_MS, playwright_or_skip, scroll_to_globe, serve_sessions, wait,
+    FRAME_JS, TIMEOUT_MS, playwright_or_skip, scroll_to_globe, serve_sessions, tap, wait,
 )
 
 pytestmark = [
@@ -103,7 +103,7 @@ def test_tap_on_the_globe_shows_the_meteogram(ran):
     assert wait(page, lambda: len(_time_frames(page, times)) == 3), len(_time_frames(page, times))
     frame = _globe(page)
     page.wait_for_timeout(500)
-    page.mouse.click(frame["left"] + 0.5 * frame["width"], frame["top"] + 0.5 * frame["height"])
+    tap(page, frame["left"] + 0.5 * frame["width"], frame["top"] + 0.5 * frame["height"])
     assert wait(page, lambda: results.point is not None), results.notice
     hint = page.get_by_text("Grid cell nearest to the click")
     hint.first.wait_for(timeout=20_000)

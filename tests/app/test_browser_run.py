@@ -15,7 +15,7 @@ import re
 import numpy as np
 import pytest
 
-from tests.app.browser import FRAME_JS, TIMEOUT_MS, playwright_or_skip, serve_sessions, wait
+from tests.app.browser import FRAME_JS, TIMEOUT_MS, playwright_or_skip, serve_sessions, tap, wait
 
 pytestmark = [
     pytest.mark.browser,
@@ -281,7 +281,7 @@ def test_tap_on_the_globe_picks_the_meteogram_point(page_a):
     assert not _has_tool(page, "PointDrawTool")  # no drawing on the results
     frame = _frame(page)
     px, py = frame["left"] + 0.55 * frame["width"], frame["top"] + 0.45 * frame["height"]
-    page.mouse.click(px, py)
+    tap(page, px, py)
     assert wait(page, lambda: results.point is not None), results.notice
     x0, x1 = frame["x"]
     y0, y1 = frame["y"]
@@ -298,8 +298,7 @@ def test_tap_on_the_globe_picks_the_meteogram_point(page_a):
     p_lon, p_lat = results.point
     assert abs(((p_lon - lon[0] + 180) % 360) - 180) <= dlon / 2 + 1e-6 and abs(p_lat - lat[0]) <= dlat / 2 + 1e-6
     # Off the globe (a corner of the frame): refused, with a message on the page.
-    page.wait_for_timeout(500)  # two clicks within 300 ms are a double tap, not two taps
-    page.mouse.click(frame["left"] + 4, frame["top"] + 4)
+    tap(page, frame["left"] + 4, frame["top"] + 4)
     assert wait(page, lambda: results.notice is not None and "off the globe" in results.notice.text)
     page.get_by_text("That point is off the globe").first.wait_for(timeout=10_000)
     assert results.point == (p_lon, p_lat)
@@ -313,7 +312,7 @@ def test_tap_on_the_globe_picks_the_meteogram_point(page_a):
     draft = app.state.editor.active_draft
     n = draft.n_stations
     frame = _frame(page)
-    page.mouse.click(frame["left"] + 0.5 * frame["width"], frame["top"] + 0.5 * frame["height"])
+    tap(page, frame["left"] + 0.5 * frame["width"], frame["top"] + 0.5 * frame["height"])
     assert wait(page, lambda: draft.n_stations == n + 1), app.state.editor.draw_notice
 
 
