@@ -240,7 +240,11 @@ def editable_track(lon, lat, projection, *, color: str):
 
 def footprint_image(footprints, sampler: geo.MapSampler, palette):
     """Cells observed by the swaths on the map's pixels, valued by the palette index of their
-    observer plus one half (NaN elsewhere), for a categorical colour map over ``palette``."""
+    observer plus one half (NaN elsewhere), for a categorical colour map over ``palette``.
+
+    The value dimension carries its range, ``(0, len(palette))``: it maps the palette's colours
+    onto the indices, and HoloViews takes it instead of scanning the image (all NaN while no swath
+    is drawn)."""
 
     import holoviews as hv
 
@@ -253,7 +257,8 @@ def footprint_image(footprints, sampler: geo.MapSampler, palette):
         index = palette.index(fp.color) if fp.color in palette else 0
         values[fp.mask & np.isnan(values)] = index + 0.5
     image = np.full(sampler.shape, np.nan) if values is None else sampler.sample(values)
-    return hv.Image(image, bounds=sampler.bounds, kdims=["x", "y"], vdims=["observer"])
+    observer = hv.Dimension("observer", range=(0, len(palette)))
+    return hv.Image(image, bounds=sampler.bounds, kdims=["x", "y"], vdims=[observer])
 
 
 def bezel(projection, *, color: str = "white", pad: float = 1.15):

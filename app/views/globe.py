@@ -27,7 +27,6 @@ removes the glyph the browser had kept.
 
 from __future__ import annotations
 
-import warnings
 import weakref
 from typing import Callable
 
@@ -45,8 +44,6 @@ from app.views.base import NoticeAlert, change_models
 
 __all__ = ["GlobeView", "FrameFeed"]
 
-# An empty footprint layer is an all-NaN image, whose colour range HoloViews computes with nanmin.
-warnings.filterwarnings("ignore", message="All-NaN slice encountered", category=RuntimeWarning, module="holoviews")
 # The plot is sized by its frame (frame_width/frame_height), which Bokeh's validator does not count.
 silence(FIXED_SIZING_MODE, True)
 
@@ -433,8 +430,7 @@ class GlobeView(pn.viewable.Viewer):
         if g.show_footprints and sampler is not None:
             mask = hv.DynamicMap(self._footprint_layer(sampler), streams=[revision])
             # Already at the frame's resolution and rarely updated: no rasterization needed.
-            layers.append(mask.opts(cmap=list(PALETTE), clim=(0, len(PALETTE)), alpha=plots.FOOTPRINT_ALPHA,
-                                    colorbar=False))
+            layers.append(mask.opts(cmap=list(PALETTE), alpha=plots.FOOTPRINT_ALPHA, colorbar=False))
         ring = plots.bezel(projection)
         if ring is not None:
             layers.append(ring)

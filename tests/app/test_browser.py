@@ -20,7 +20,6 @@ pytestmark = [
     # Panel 1.9 announces renames for 2.0 (name -> label, button_type -> color); the app keeps the
     # names that work across the supported Panel versions.
     pytest.mark.filterwarnings("ignore::PendingDeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:All-NaN slice encountered:RuntimeWarning"),
 ]
 
 

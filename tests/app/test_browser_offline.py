@@ -23,7 +23,6 @@ pytestmark = [
     # Panel 1.9 announces renames for 2.0 (name -> label, button_type -> color); the app keeps the
     # names that work across the supported Panel versions.
     pytest.mark.filterwarnings("ignore::PendingDeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:All-NaN slice encountered:RuntimeWarning"),
 ]
 
 #: A text of the Results tab before (False) and after (True) a run.

@@ -20,7 +20,6 @@ from tests.app.browser import (
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.filterwarnings("ignore::PendingDeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:All-NaN slice encountered:RuntimeWarning"),
     # Bokeh 3.9 calls DataFrame.reset_index(inplace=True), which pandas 3.1 deprecates.
     pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.reset_index"),
 ]

@@ -20,7 +20,6 @@ from tests.app.browser import FRAME_JS, TIMEOUT_MS, playwright_or_skip, serve_se
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.filterwarnings("ignore::PendingDeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:All-NaN slice encountered:RuntimeWarning"),
 ]
 
 RUN_TIMEOUT = 120.0  # s: a tiny run takes a few seconds, a loaded machine may stretch it

@@ -19,7 +19,6 @@ import pytest
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::PendingDeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:All-NaN slice encountered:RuntimeWarning"),
 ]
 
 FRONT = (10.0, 35.0)  # the default point of view (GlobeState), so the centre of the disk

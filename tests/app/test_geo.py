@@ -162,3 +162,44 @@ def test_editable_points_leave_out_the_far_side():
     element, shown = plots.editable_points(table, projection, color="#000000", kind="stations")
     assert shown == [0, 2] and len(element) == 2
     np.testing.assert_allclose(element.dimension_values("x")[0], 0.0, atol=1e-6)
+
+
+def test_footprint_image_indexes_the_palette_and_maps_it_without_swaths():
+    """Cells take their observer's palette index plus one half (the first observer wins where
+    swaths overlap); the colour map spans the palette even when no swath is drawn, and the empty
+    image renders without HoloViews scanning an all-NaN array (which warns)."""
+
+    import warnings
+
+    import holoviews as hv
+    import holoviews.plotting.bokeh  # noqa: F401  (a plotting backend for the renderer)
+
+    from app import plots
+    from app.state.drafts import Footprint
+
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c"]
+    lat = 90.0 - (np.arange(8) + 0.5) * 180 / 8
+    lon = np.arange(16) * 360 / 16
+    projection = geo.make_projection("orthographic", central_longitude=0.0, central_latitude=0.0)
+    r = geo.EARTH_RADIUS_M * 1.03
+    sampler = geo.MapSampler(projection, lat, lon, bounds=(-r, -r, r, r), shape=(30, 30))
+    a = np.zeros((8, 16), dtype=bool)
+    a[2:5, :3] = True
+    b = np.zeros((8, 16), dtype=bool)
+    b[4:7, 1:5] = True
+    footprints = [Footprint("a", "satellite_swath", palette[2], mask=a),
+                  Footprint("s", "stations", palette[1]),  # no mask: not drawn
+                  Footprint("b", "satellite_swath", palette[0], mask=b)]
+    expected = np.where(a, 2.5, np.where(b, 0.5, np.nan))
+    image = plots.footprint_image(footprints, sampler, palette)
+    np.testing.assert_array_equal(image.dimension_values("observer", flat=False),
+                                  sampler.sample(expected)[::-1])  # HoloViews stores rows bottom-up
+    assert image.range("observer") == (0, 3)
+
+    empty = plots.footprint_image(footprints[1:2], sampler, palette)
+    assert np.isnan(empty.dimension_values("observer")).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        plot = hv.renderer("bokeh").get_plot(empty.opts(cmap=palette))
+    mapper = plot.handles["color_mapper"]
+    assert (mapper.low, mapper.high) == (0, 3)

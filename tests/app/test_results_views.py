@@ -17,7 +17,6 @@ import xarray as xr
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::PendingDeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:All-NaN slice encountered:RuntimeWarning"),
 ]
 
 TIMEOUT = 120
