@@ -94,6 +94,29 @@ def test_train_throughput_quick_prints_its_table(capsys):
     assert "an estimate" in out
 
 
+def test_operators_quick_prints_its_tables(capsys):
+    import re
+
+    run_quick("operators")
+    out = capsys.readouterr().out
+    assert f"torch {torch.__version__}" in out and "device: cpu" in out
+
+    def cells(title):
+        return [re.split(r"\s{2,}", r.strip()) for r in _table_rows(out, title)]
+
+    swath = cells("1. A satellite swath: 2 h of ground track")
+    assert [r[0] for r in swath] == ["swath_mask (union)", "cells_within (per sample)"]
+    union, per_sample = (int(r[2].split()[0].replace(",", "")) for r in swath)
+    assert 0 < union <= per_sample  # every observed cell is within reach of some sample
+    assert swath[0][-1] == "1"  # the union is the unit of the ratio column
+    stations = cells("2. 300 stations, 3 variables")
+    assert [r[0] for r in stations] == ["compile (stations to operator)", "A(x) (bilinear, per time)", "VJP of A",
+                                        "floor: gather", "floor: scatter-add"]
+    assert {r[2] for r in stations} == {f"{300 * 6 * 3:,} obs"}  # stations x states x variables
+    assert [r[-1] for r in stations[3:]] == ["1", "1"]
+    assert all(float(r[3]) > 0 for r in stations)
+
+
 def test_meta_profile_counts_the_presets_parameters():
     from appa_engine.nn.presets import count_parameters, get_preset
 

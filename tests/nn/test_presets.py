@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 import torch
@@ -57,9 +56,17 @@ def test_paper_v1_sizes_within_10_percent():
 
 
 def test_count_parameters_does_not_build_the_big_models():
-    start = time.perf_counter()
-    count_parameters("paper-v1")  # 1.5B parameters: 6 GB if it were allocated
-    assert time.perf_counter() - start < 5
+    """Every parameter is registered on the meta device (1.5B parameters: 6 GB if allocated)."""
+
+    from torch.nn.modules.module import register_module_parameter_registration_hook
+
+    devices = []
+    handle = register_module_parameter_registration_hook(lambda module, name, p: devices.append(p.device.type))
+    try:
+        counts = count_parameters("paper-v1")
+    finally:
+        handle.remove()
+    assert counts["total"] > 10**9 and devices and set(devices) == {"meta"}
 
 
 def test_default_preset_shapes():
@@ -90,30 +97,23 @@ def test_presets_round_trip_through_plain_data():
         assert from_dict(Preset, to_dict(preset)) == preset
 
 
-def test_tiny_both_networks_forward_backward_fast():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        preset = get_preset("tiny")
-        ae, prior = Autoencoder(preset.autoencoder), SpaceTimeTransformer(preset.prior)
-        with torch.no_grad():  # random values also in the zero-initialised layers
-            for p in list(ae.parameters()) + list(prior.parameters()):
-                p.normal_(0.0, 0.1)
-        B, K, (H, W), C = 2, preset.blanket, preset.grid, preset.channels
-        x = torch.randn(B, K, C, H, W)
-        for _ in range(2):  # the second round is timed (the first one warms up)
-            start = time.perf_counter()
-            z = ae.encode(x)
-            assert z.shape == (B, K, *preset.latent_shape)
-            x_hat = ae.decode(z)
-            assert x_hat.shape == x.shape
-            date = torch.randn(B, K, preset.prior.date_features)
-            y = prior(z.detach(), torch.randn(B), date=date)
-            assert y.shape == z.shape
-            ((x_hat - x).square().mean() + y.square().mean()).backward()
-            elapsed = time.perf_counter() - start
+def test_tiny_both_networks_forward_backward():
+    """Shapes and finite gradients (bench/train_throughput.py times the presets)."""
+
+    preset = get_preset("tiny")
+    ae, prior = Autoencoder(preset.autoencoder), SpaceTimeTransformer(preset.prior)
+    with torch.no_grad():  # random values also in the zero-initialised layers
         for p in list(ae.parameters()) + list(prior.parameters()):
-            assert p.grad is not None and torch.isfinite(p.grad).all()
-        assert elapsed < 1.0, elapsed
-    finally:
-        torch.set_num_threads(threads)
+            p.normal_(0.0, 0.1)
+    B, K, (H, W), C = 2, preset.blanket, preset.grid, preset.channels
+    x = torch.randn(B, K, C, H, W)
+    z = ae.encode(x)
+    assert z.shape == (B, K, *preset.latent_shape)
+    x_hat = ae.decode(z)
+    assert x_hat.shape == x.shape
+    date = torch.randn(B, K, preset.prior.date_features)
+    y = prior(z.detach(), torch.randn(B), date=date)
+    assert y.shape == z.shape
+    ((x_hat - x).square().mean() + y.square().mean()).backward()
+    for p in list(ae.parameters()) + list(prior.parameters()):
+        assert p.grad is not None and torch.isfinite(p.grad).all()
