@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
@@ -277,7 +276,6 @@ def test_swath_mask_is_the_union_of_the_cells_of_each_sample_on_the_era5_grid(ap
     """One day at 60 samples per hour on ERA5's grid (bench/operators.py times both)."""
 
     grid, _, lon, lat, mask = appa_day
-    np.testing.assert_array_equal(swath_mask(grid, lon, lat, 5.0), mask)  # deterministic
     cells = cells_within(grid, lon, lat, 5.0)
     union = np.zeros(grid.shape, dtype=bool)
     for i, j in cells:
